@@ -1,0 +1,3 @@
+from bandit.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""The app factory: one Litestar app with the proxy mounted at /invoke."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, asgi
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+
+from bandit import __version__
+from bandit.api.errors import http_error, unexpected_error, validation_error
+from bandit.api.experiments import ExperimentsController
+from bandit.api.feedback import post_feedback
+from bandit.api.system import healthz, readyz
+from bandit.services import Services, open_services
+from bandit.settings import Settings, load_settings
+
+log = logging.getLogger("mab")
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the service; Redis and the upstream client are opened by its lifespan."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            log.info("mab %s ready, state in Redis at %s", __version__, _redacted(settings.redis_url))
+            yield
+
+    @asgi("/invoke", is_mount=True, copy_scope=False)
+    async def invoke(scope: Any, receive: Any, send: Any) -> None:
+        """ANY /invoke/{experiment}/{path}: routed by the experiment's policy."""
+        await scope["app"].state.services.proxy(scope, receive, send)
+
+    return Litestar(
+        route_handlers=[invoke, ExperimentsController, post_feedback, healthz, readyz],
+        dependencies={"services": Provide(_services, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers={
+            ValidationException: validation_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+        openapi_config=OpenAPIConfig(title="mab", version=__version__, path="/schema"),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+    )
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at and credentials else url

@@ -1,0 +1,85 @@
+"""Domain errors of the experiment manager, each carrying its HTTP status.
+
+MabError (HTTPException)
+├── InvalidInput                 422  a payload or parameter is malformed; the message names the field
+├── NotAuthenticated             401  no admin bearer token
+├── Forbidden                    403  a wrong token
+├── DecisionRejected
+│   ├── ForgedDecision           403  a decision id whose signature does not verify
+│   └── ExpiredDecision          410  a decision id older than the experiment's feedback window
+├── ExperimentNotFound           404
+├── ArmNotFound                  404
+├── ExperimentExists             409
+├── ConcurrentUpdate             409  the experiment changed under a PATCH too many times in a row
+├── PayloadTooLarge              413
+└── StoreUnavailable             503  Redis does not answer; the client should retry (Retry-After)
+
+Redis errors are translated into StoreUnavailable at one boundary: :mod:`bandit.store`.
+"""
+
+from __future__ import annotations
+
+from litestar.exceptions import HTTPException
+
+
+class MabError(HTTPException):
+    """Base of every error the service answers with a 4xx/5xx of its own."""
+
+    status_code = 500
+
+
+class InvalidInput(MabError):
+    status_code = 422
+
+
+class NotAuthenticated(MabError):
+    status_code = 401
+
+
+class Forbidden(MabError):
+    status_code = 403
+
+
+class DecisionRejected(MabError):
+    status_code = 403
+
+
+class ForgedDecision(DecisionRejected):
+    status_code = 403
+
+
+class ExpiredDecision(DecisionRejected):
+    status_code = 410
+
+
+class ExperimentNotFound(MabError):
+    status_code = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(detail=f"experiment {name!r} does not exist")
+
+
+class ArmNotFound(MabError):
+    status_code = 404
+
+
+class ExperimentExists(MabError):
+    status_code = 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(detail=f"experiment {name!r} already exists")
+
+
+class ConcurrentUpdate(MabError):
+    status_code = 409
+
+
+class PayloadTooLarge(MabError):
+    status_code = 413
+
+
+class StoreUnavailable(MabError):
+    status_code = 503
+
+    def __init__(self, detail: str = "the state store (Redis) is unavailable; retry shortly") -> None:
+        super().__init__(detail=detail, headers={"Retry-After": "1"})

@@ -1,0 +1,64 @@
+"""Every Redis key and channel the service uses, in one place.
+
+All keys of one experiment share the hash tag ``{name}``, so each experiment lives
+in one Redis Cluster slot and its Lua scripts touch one slot only.
+"""
+
+from __future__ import annotations
+
+PREFIX = "mab"
+
+#: Set of experiment names (the one key outside any experiment's slot).
+EXPERIMENTS = f"{PREFIX}:experiments"
+#: Shared HMAC secret for decision ids when none is configured.
+SECRET = f"{PREFIX}:secret"
+#: Pub/sub channel announcing the name of an experiment whose config changed.
+CHANGES_CHANNEL = f"{PREFIX}:changes"
+
+
+def config(experiment: str) -> str:
+    """JSON of the experiment (string)."""
+    return f"{PREFIX}:{{{experiment}}}:config"
+
+
+def stats(experiment: str) -> str:
+    """Per-arm counters (hash): see the field helpers below."""
+    return f"{PREFIX}:{{{experiment}}}:stats"
+
+
+def latency(experiment: str) -> str:
+    """Per-arm latency histogram (hash of "<arm>:<bucket>" -> count)."""
+    return f"{PREFIX}:{{{experiment}}}:latency"
+
+
+def feedback_seen(experiment: str, decision_nonce: str) -> str:
+    """Marker that a decision's reward was counted; expires after the feedback window."""
+    return f"{PREFIX}:{{{experiment}}}:seen:{decision_nonce}"
+
+
+# Fields of the stats hash. `incarnation` identifies the current life of the experiment.
+INCARNATION_FIELD = "incarnation"
+
+
+def decisions_field(arm: str) -> str:
+    return f"d:{arm}"
+
+
+def rewards_field(arm: str) -> str:
+    return f"n:{arm}"
+
+
+def reward_sum_field(arm: str) -> str:
+    return f"s:{arm}"
+
+
+def reward_sq_field(arm: str) -> str:
+    return f"q:{arm}"
+
+
+def errors_field(arm: str) -> str:
+    return f"e:{arm}"
+
+
+def latency_field(arm: str, bucket: int) -> str:
+    return f"{arm}:{bucket}"

@@ -1,0 +1,80 @@
+"""Service settings, read from flags or BANDIT_* environment variables in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service can be told at start-up."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    # False when the URL is our default: then `mab serve` may start a local Redis.
+    redis_url_given: bool = False
+    admin_token: str | None = None
+    # HMAC key for decision ids; None: shared through Redis so replicas agree.
+    secret: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # How often each process re-reads experiment statistics from Redis.
+    refresh_interval_s: float = 0.5
+    # How often locally counted decisions are written to Redis.
+    flush_interval_s: float = 0.2
+    # Largest request body the proxy buffers and forwards.
+    max_body_bytes: int = 16 * 1024 * 1024
+    upstream_timeout_s: float = 30.0
+    log_level: str = "info"
+
+
+# Environment variable for each setting; flags take precedence over these.
+_ENVIRONMENT = {
+    "redis_url": "BANDIT_REDIS_URL",
+    "admin_token": "BANDIT_ADMIN_TOKEN",
+    "secret": "BANDIT_SECRET",
+    "host": "BANDIT_HOST",
+    "port": "BANDIT_PORT",
+    "workers": "BANDIT_WORKERS",
+    "refresh_interval_s": "BANDIT_REFRESH_INTERVAL",
+    "flush_interval_s": "BANDIT_FLUSH_INTERVAL",
+    "max_body_bytes": "BANDIT_MAX_BODY_BYTES",
+    "upstream_timeout_s": "BANDIT_UPSTREAM_TIMEOUT",
+    "log_level": "BANDIT_LOG_LEVEL",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or range."""
+
+
+def load_settings(overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment, with `overrides` (e.g. parsed flags; None values ignored) on top."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for field, variable in _ENVIRONMENT.items():
+        if environ.get(variable):
+            raw[field] = environ[variable]
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    raw["redis_url_given"] = "redis_url" in raw
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise SettingsError(f"invalid setting: {error}") from None
+    if settings.workers < 1:
+        raise SettingsError("Setting 'workers' (BANDIT_WORKERS) must be >= 1")
+    return settings
+
+
+def settings_to_environ(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces `settings` in a worker process."""
+    environ = {}
+    for field, variable in _ENVIRONMENT.items():
+        value = getattr(settings, field)
+        if value is not None:
+            environ[variable] = str(value)
+    return environ

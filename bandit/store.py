@@ -1,0 +1,216 @@
+"""The experiment store on Redis: configs, counters and exactly-once rewards.
+
+Every read-modify-write runs in a Lua script (:mod:`bandit.scripts`); Redis errors
+become :class:`StoreUnavailable` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bandit import keys
+from bandit.exceptions import ConcurrentUpdate, ExperimentExists, ExperimentNotFound, StoreUnavailable
+from bandit.models import Experiment, ExperimentSpec
+from bandit.scripts import Scripts
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_encode = msgspec.json.Encoder().encode
+_decode_experiment = msgspec.json.Decoder(Experiment).decode
+_MAX_UPDATE_ATTEMPTS = 8
+
+
+@contextlib.contextmanager
+def translate_redis_errors() -> Any:
+    """Turn 'Redis is unreachable' into StoreUnavailable (503 with Retry-After)."""
+    try:
+        yield
+    except _UNREACHABLE as error:
+        raise StoreUnavailable() from error
+
+
+@dataclass(frozen=True, slots=True)
+class ArmCounters:
+    """Raw per-arm counters from Redis, in the order of the arms asked for; shapes (K,)."""
+
+    incarnation: str | None
+    decisions: np.ndarray
+    rewards: np.ndarray
+    reward_sum: np.ndarray
+    reward_sq_sum: np.ndarray
+    errors: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """One verified reward ready to be counted."""
+
+    arm: str
+    nonce: str
+    reward: float
+    # Unix seconds after which the decision can no longer be rewarded.
+    expires_at: int
+
+
+def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str]) -> ArmCounters:
+    """Counters of `arms` from the HGETALL of a stats hash."""
+
+    def column(field: Callable[[str], str]) -> np.ndarray:
+        return np.array([float(raw.get(field(arm).encode(), 0)) for arm in arms], dtype=np.float64)
+
+    incarnation = raw.get(keys.INCARNATION_FIELD.encode())
+    return ArmCounters(
+        incarnation=incarnation.decode() if incarnation is not None else None,
+        decisions=column(keys.decisions_field),
+        rewards=column(keys.rewards_field),
+        reward_sum=column(keys.reward_sum_field),
+        reward_sq_sum=column(keys.reward_sq_field),
+        errors=column(keys.errors_field),
+    )
+
+
+def new_incarnation() -> str:
+    return secrets.token_hex(4)
+
+
+class ExperimentStore:
+    """Reads and writes experiments in Redis."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.scripts = Scripts(redis)
+
+    # -- experiments -------------------------------------------------------------
+    async def create(self, spec: ExperimentSpec) -> Experiment:
+        now = time.time()
+        experiment = Experiment(
+            **msgspec.structs.asdict(spec), incarnation=new_incarnation(), created_at=now, updated_at=now
+        )
+        with translate_redis_errors():
+            created = await self.scripts.create_experiment(
+                keys=[keys.config(spec.name), keys.stats(spec.name), keys.latency(spec.name)],
+                args=[_encode(experiment), experiment.incarnation],
+            )
+            if not created:
+                raise ExperimentExists(spec.name)
+            # The index lives in another cluster slot, so it is written after the config;
+            # `list` ignores names whose config is missing.
+            await self.redis.sadd(keys.EXPERIMENTS, spec.name)
+            await self.redis.publish(keys.CHANGES_CHANNEL, spec.name)
+        return experiment
+
+    async def get(self, name: str) -> Experiment:
+        with translate_redis_errors():
+            raw = await self.redis.get(keys.config(name))
+        if raw is None:
+            raise ExperimentNotFound(name)
+        return _decode_experiment(raw)
+
+    async def list(self) -> list[Experiment]:
+        with translate_redis_errors():
+            names = sorted(n.decode() for n in await self.redis.smembers(keys.EXPERIMENTS))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(keys.config(name))
+                configs = await pipe.execute()
+        return [_decode_experiment(raw) for raw in configs if raw is not None]
+
+    async def update(
+        self, name: str, change: Callable[[Experiment], Experiment], *, reset_statistics: bool = False
+    ) -> Experiment:
+        """Apply `change` to the stored experiment with compare-and-set, retrying on a race."""
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            current = await self.get(name)
+            changed = change(current)
+            incarnation = new_incarnation() if reset_statistics else current.incarnation
+            updated = msgspec.structs.replace(
+                changed, version=current.version + 1, updated_at=time.time(), incarnation=incarnation
+            )
+            with translate_redis_errors():
+                outcome = await self.scripts.update_experiment(
+                    keys=[keys.config(name), keys.stats(name), keys.latency(name)],
+                    args=[str(current.version), _encode(updated), incarnation if reset_statistics else ""],
+                )
+                if outcome == -1:
+                    raise ExperimentNotFound(name)
+                if outcome == 1:
+                    await self.redis.publish(keys.CHANGES_CHANNEL, name)
+                    return updated
+        raise ConcurrentUpdate(detail=f"experiment {name!r} kept changing during the update; retry")
+
+    async def delete(self, name: str) -> None:
+        with translate_redis_errors():
+            deleted = await self.redis.delete(keys.config(name), keys.stats(name), keys.latency(name))
+            await self.redis.srem(keys.EXPERIMENTS, name)
+            await self.redis.publish(keys.CHANGES_CHANNEL, name)
+        if not deleted:
+            raise ExperimentNotFound(name)
+
+    # -- counters ------------------------------------------------------------------
+    async def counters(self, name: str, arms: Sequence[str]) -> ArmCounters:
+        with translate_redis_errors():
+            raw = await self.redis.hgetall(keys.stats(name))
+        return parse_counters(raw, arms)
+
+    async def latency_histograms(self, name: str) -> dict[str, dict[int, int]]:
+        """Latency histogram per arm: {arm: {bucket: count}}."""
+        with translate_redis_errors():
+            raw = await self.redis.hgetall(keys.latency(name))
+        histograms: dict[str, dict[int, int]] = {}
+        for field, count in raw.items():
+            arm, _, bucket = field.decode().rpartition(":")
+            histograms.setdefault(arm, {})[int(bucket)] = int(count)
+        return histograms
+
+    async def record_feedback(self, name: str, incarnation: str, records: Sequence[FeedbackRecord]) -> list[int]:
+        """Count each reward once; one code per record (1 counted, 0 duplicate, -1 stale, -2 gone)."""
+        args: list[str | int] = [incarnation]
+        for record in records:
+            args += [record.arm, repr(record.reward), repr(record.reward * record.reward), record.expires_at]
+        with translate_redis_errors():
+            codes = await self.scripts.record_feedback(
+                keys=[keys.stats(name)] + [keys.feedback_seen(name, record.nonce) for record in records],
+                args=args,
+            )
+        return [int(code) for code in codes]
+
+    async def record_decisions(
+        self, name: str, incarnation: str, counters: dict[str, int], latencies: dict[str, int]
+    ) -> bool:
+        """Add locally counted stats fields and latency buckets; False if the experiment was reset."""
+        args: list[str | int] = [incarnation, len(counters)]
+        for field, increment in counters.items():
+            args += [field, increment]
+        for field, increment in latencies.items():
+            args += [field, increment]
+        with translate_redis_errors():
+            recorded = await self.scripts.record_decisions(keys=[keys.stats(name), keys.latency(name)], args=args)
+        return bool(recorded)
+
+    async def shared_secret(self) -> bytes:
+        """The decision-id secret every replica agrees on, created on first use."""
+        with translate_redis_errors():
+            await self.redis.set(keys.SECRET, secrets.token_hex(32), nx=True)
+            secret = await self.redis.get(keys.SECRET)
+        assert secret is not None
+        return bytes(secret)
+
+    @contextlib.asynccontextmanager
+    async def changes(self) -> AsyncIterator[Any]:
+        """A pub/sub subscription to experiment change notifications."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.CHANGES_CHANNEL)
+            yield pubsub
+        finally:
+            await pubsub.aclose()

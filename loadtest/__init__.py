@@ -1,0 +1,1 @@
+"""Simulated model servers, a feedback-sending traffic generator, and benchmarks."""

@@ -1,0 +1,100 @@
+"""Simulated model versions: HTTP servers whose predictions succeed at a hidden rate.
+
+Each response carries ``outcome`` (1 = the prediction turned out right), drawn with
+the server's hidden reward rate; the traffic generator reports it as feedback, as a
+client would report a click or a correct label.
+
+    python -m loadtest.model_server --arm v1:0.04 --arm v2:0.05 --arm v3:0.07
+
+prints one JSON line {name: url} once every server listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from bandit.local_redis import free_port
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    reward_rate: float
+    port: int = 0
+    latency_ms: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """NAME:RATE[:PORT[:LATENCY_MS]], e.g. v2:0.05 or v2:0.05:9002:3."""
+        name, rate, *rest = text.split(":")
+        port = int(rest[0]) if rest else 0
+        latency = float(rest[1]) if len(rest) > 1 else 0.0
+        return cls(name, float(rate), port, latency)
+
+
+class SimulatedModel:
+    """ASGI app of one model version."""
+
+    def __init__(self, spec: ModelSpec, seed: int | None = None) -> None:
+        self.spec = spec
+        self.random = random.Random(seed)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body", False):
+            pass
+        if scope["path"] == "/health":
+            payload: dict[str, Any] = {"status": "ok", "model": self.spec.name}
+        else:
+            if self.spec.latency_ms:
+                await asyncio.sleep(self.spec.latency_ms / 1000)
+            outcome = int(self.random.random() < self.spec.reward_rate)
+            payload = {"model": self.spec.name, "prediction": self.random.random(), "outcome": outcome}
+        body = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def serve_models(specs: list[ModelSpec], host: str = "127.0.0.1", announce: bool = True) -> None:
+    """Serve every model version from this process until cancelled."""
+    servers = []
+    urls = {}
+    for spec in specs:
+        port = spec.port or free_port()
+        config = uvicorn.Config(SimulatedModel(spec), host=host, port=port, log_level="warning", lifespan="off")
+        servers.append(uvicorn.Server(config))
+        urls[spec.name] = f"http://{host}:{port}"
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks):
+            raise SystemExit("a model server failed to start")
+        await asyncio.sleep(0.02)
+    if announce:
+        print(json.dumps(urls), flush=True)
+    await asyncio.gather(*tasks)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arm", action="append", required=True, type=ModelSpec.parse, help="NAME:RATE[:PORT[:MS]]")
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(serve_models(args.arm, args.host))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Thompson sampling: play each arm with the probability that it is the best."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from policies._statistics import ArmStatistics, FloatArray, IndexArray
+from policies.posterior import PosteriorModel, probability_best, sample_means
+
+#: Posterior draws behind an allocation estimate: its standard error is below 0.8 %.
+ALLOCATION_DRAWS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ThompsonSampling:
+    """Thompson sampling over a Beta (rewards in [0, 1]) or Gaussian posterior."""
+
+    model: PosteriorModel = "beta"
+
+    def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
+        # One posterior draw per decision: the argmax is a sample from P(arm is best).
+        return sample_means(stats, self.model, rng, size).argmax(axis=1)
+
+    def allocation(self, stats: ArmStatistics, rng: np.random.Generator) -> FloatArray:
+        return probability_best(sample_means(stats, self.model, rng, ALLOCATION_DRAWS))

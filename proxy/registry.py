@@ -1,0 +1,119 @@
+"""Each process's snapshots of every experiment, refreshed off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from bandit import keys
+from bandit.exceptions import StoreUnavailable
+from bandit.models import Experiment
+from bandit.store import ExperimentStore, parse_counters, translate_redis_errors
+from proxy.snapshot import Snapshot
+
+log = logging.getLogger("mab.proxy.registry")
+_decode_experiment = msgspec.json.Decoder(Experiment).decode
+#: How long "no such experiment" is believed before Redis is asked again.
+NEGATIVE_TTL_S = 1.0
+
+
+class SnapshotRegistry:
+    """Experiment name -> Snapshot, kept fresh by polling and change notifications."""
+
+    def __init__(self, store: ExperimentStore, rng: np.random.Generator, refresh_interval_s: float) -> None:
+        self.store = store
+        self.rng = rng
+        self.refresh_interval_s = refresh_interval_s
+        self.snapshots: dict[str, Snapshot] = {}
+        self._missing: dict[str, float] = {}
+        self.last_refresh = 0.0
+
+    def get(self, name: str) -> Snapshot | None:
+        """The snapshot of `name` if this process knows it (the hot path: no I/O)."""
+        return self.snapshots.get(name)
+
+    async def load(self, name: str) -> Snapshot | None:
+        """Snapshot of an experiment this process has not seen yet, asking Redis at most once a second."""
+        if time.monotonic() - self._missing.get(name, -NEGATIVE_TTL_S) < NEGATIVE_TTL_S:
+            return None
+        with contextlib.suppress(StoreUnavailable):
+            await self.refresh_one(name)
+        if name not in self.snapshots:
+            self._missing[name] = time.monotonic()
+            if len(self._missing) > 10_000:  # bound memory under a flood of unknown names
+                self._missing.clear()
+        return self.snapshots.get(name)
+
+    async def refresh_one(self, name: str) -> None:
+        """Re-read one experiment (after a change) and rebuild its snapshot."""
+        with translate_redis_errors():
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                pipe.get(keys.config(name))
+                pipe.hgetall(keys.stats(name))
+                raw_config, raw_stats = await pipe.execute()
+        self._install(name, raw_config, raw_stats)
+
+    async def refresh_all(self) -> None:
+        """Re-read every experiment in two pipelined round trips."""
+        with translate_redis_errors():
+            names = sorted(n.decode() for n in await self.store.redis.smembers(keys.EXPERIMENTS))
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(keys.config(name))
+                    pipe.hgetall(keys.stats(name))
+                replies = await pipe.execute()
+        for gone in set(self.snapshots) - set(names):
+            del self.snapshots[gone]
+        for index, name in enumerate(names):
+            self._install(name, replies[2 * index], replies[2 * index + 1])
+        self.last_refresh = time.time()
+
+    def _install(self, name: str, raw_config: bytes | None, raw_stats: dict[bytes, bytes]) -> None:
+        if raw_config is None:
+            self.snapshots.pop(name, None)
+            return
+        experiment = _decode_experiment(raw_config)
+        counters = parse_counters(raw_stats, [arm.name for arm in experiment.arms])
+        self.snapshots[name] = Snapshot.build(experiment, counters, self.rng)
+        self._missing.pop(name, None)
+
+    async def run_polling(self) -> None:
+        """Refresh every experiment forever; Redis outages are logged and waited out."""
+        while True:
+            try:
+                await self.refresh_all()
+            except StoreUnavailable:
+                log.warning("Redis unavailable: routing from the last snapshot")
+            except Exception:  # a bad record must not stop the loop that keeps routing fresh
+                log.exception("snapshot refresh failed")
+            await asyncio.sleep(self.refresh_interval_s)
+
+    async def run_change_listener(self) -> None:
+        """Rebuild an experiment's snapshot as soon as any replica announces a change."""
+        while True:
+            try:
+                async with self.store.changes() as pubsub:
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self.refresh_one(message["data"].decode())
+            except Exception as error:  # reconnect after a Redis outage
+                log.debug("change listener interrupted: %r", error)
+            await asyncio.sleep(self.refresh_interval_s)
+
+
+@contextlib.asynccontextmanager
+async def running(registry: SnapshotRegistry) -> Any:
+    """Run the registry's background loops for the duration of the block."""
+    tasks = [asyncio.create_task(registry.run_polling()), asyncio.create_task(registry.run_change_listener())]
+    try:
+        yield registry
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
