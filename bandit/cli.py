@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--rate", type=float, default=300.0, help="requests per second of simulated traffic")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the demo
 
     if args.command == "demo":
         from bandit.demo import run_demo

@@ -51,10 +51,24 @@ class SimulatedModel:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
             return
-        while (await receive()).get("more_body", False):
-            pass
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
         if scope["path"] == "/health":
             payload: dict[str, Any] = {"status": "ok", "model": self.spec.name}
+        elif scope["path"].startswith("/echo"):
+            # What arrived, for tests of the proxy's forwarding.
+            payload = {
+                "model": self.spec.name,
+                "method": scope["method"],
+                "raw_path": scope["raw_path"].decode("latin-1"),
+                "query": scope["query_string"].decode("latin-1"),
+                "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+                "body": b"".join(chunks).decode("latin-1"),
+            }
         else:
             if self.spec.latency_ms:
                 await asyncio.sleep(self.spec.latency_ms / 1000)

@@ -1,0 +1,86 @@
+"""Fixtures: a real Redis (the machine's, or one started on a free port) and real HTTP servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from bandit.local_redis import answers, start_redis
+from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess
+
+# Tests own one logical database of a shared Redis and flush it; never the default db 0.
+TEST_DB = 9
+REWARD_RATES = {"v1": 0.04, "v2": 0.05, "v3": 0.07}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """BANDIT_REDIS_URL if set, else 127.0.0.1:6379 if it answers, else a redis-server of our own."""
+    given = os.environ.get("BANDIT_REDIS_URL")
+    if given:
+        parts = urlsplit(given)
+        yield f"{parts.scheme}://{parts.netloc}/{TEST_DB}"
+    elif answers("127.0.0.1", 6379):
+        yield f"redis://127.0.0.1:6379/{TEST_DB}"
+    else:
+        process, url = start_redis()
+        try:
+            yield url.rsplit("/", 1)[0] + f"/{TEST_DB}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_test_db(redis_url: str) -> None:
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def models() -> Iterator[ModelServers]:
+    """Three simulated model versions with hidden reward rates 0.04 / 0.05 / 0.07."""
+    servers = ModelServers([f"{name}:{rate}" for name, rate in REWARD_RATES.items()])
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def service(redis_url: str, models: ModelServers) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(redis_url).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def admin(service: ServiceProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def name() -> str:
+    """A fresh experiment name, so tests sharing the service never collide."""
+    return f"exp-{uuid.uuid4().hex[:10]}"
+
+
+def experiment_body(name: str, models: ModelServers, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "arms": [{"name": n, "url": u} for n, u in models.urls.items()], **extra}
