@@ -90,3 +90,27 @@ def test_each_reward_counts_exactly_once_however_often_it_is_sent(
     for arm in stats["arms"]:
         assert arm["rewards"] == expected_count[arm["name"]]
         assert arm["reward_sum"] == expected_sum[arm["name"]]
+
+
+def test_two_workers_share_only_redis_and_agree_on_every_count(redis_url: str, models: ModelServers, name: str) -> None:
+    """Decisions flushed by two processes and feedback verified by either add up exactly."""
+    service = ServiceProcess(redis_url, BANDIT_WORKERS="2").start()
+    try:
+        admin = {"Authorization": "Bearer test-admin-token"}
+        httpx.post(
+            f"{service.url}/api/experiments", json=experiment_body(name, models), headers=admin
+        ).raise_for_status()
+        tally = asyncio.run(run_traffic(service.url, name, requests=1500, concurrency=16))
+        assert tally.failed == 0 and tally.feedback_failed == 0
+
+        def stats() -> dict[str, dict[str, float]]:
+            body = httpx.get(f"{service.url}/api/experiments/{name}/stats", headers=admin).json()
+            return {arm["name"]: arm for arm in body["arms"]}
+
+        wait_until(lambda: sum(arm["decisions"] for arm in stats().values()) == 1500, 5, "both workers flushed")
+        for arm_name, arm in stats().items():
+            assert arm["decisions"] == tally.decisions[arm_name]
+            assert arm["rewards"] == tally.rewards[arm_name]
+            assert arm["reward_sum"] == tally.reward_sum[arm_name]
+    finally:
+        service.stop()
