@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,7 +71,12 @@ class ServiceProcess:
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bandit", "serve"], env=environ, cwd=ROOT, stdout=log, stderr=log
+                [sys.executable, "-m", "bandit", "serve"],
+                env=environ,
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # its own process group, so workers can be stopped together
             )
         wait_until(self._ready, 30, f"service on port {self.port} ready")
         return self
@@ -85,9 +91,14 @@ class ServiceProcess:
             return False
 
     def stop(self) -> None:
+        """Graceful stop (SIGTERM, which flushes pending counts); the whole group is killed after 30 s."""
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=15)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
             self.process = None
 
     def log(self) -> str:
