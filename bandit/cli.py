@@ -8,6 +8,8 @@ import os
 import sys
 from urllib.parse import urlsplit
 
+import msgspec
+
 from bandit.local_redis import answers, start_redis
 from bandit.settings import Settings, SettingsError, load_settings, settings_to_environ
 
@@ -33,8 +35,6 @@ def ensure_redis(settings: Settings) -> Settings:
         return settings
     process, url = start_redis()
     log.warning("no Redis answered at %s: started redis-server (pid %d) at %s", settings.redis_url, process.pid, url)
-    import msgspec
-
     return msgspec.structs.replace(settings, redis_url=url, redis_url_given=True)
 
 

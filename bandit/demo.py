@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -130,8 +131,6 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
 
 
 def _port_taken(port: int) -> bool:
-    import socket
-
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
