@@ -11,7 +11,6 @@ MabError (HTTPException)
 ├── ArmNotFound                  404
 ├── ExperimentExists             409
 ├── ConcurrentUpdate             409  the experiment changed under a PATCH too many times in a row
-├── PayloadTooLarge              413
 └── StoreUnavailable             503  Redis does not answer; the client should retry (Retry-After)
 
 Redis errors are translated into StoreUnavailable at one boundary: :mod:`bandit.store`.
@@ -72,10 +71,6 @@ class ExperimentExists(MabError):
 
 class ConcurrentUpdate(MabError):
     status_code = 409
-
-
-class PayloadTooLarge(MabError):
-    status_code = 413
 
 
 class StoreUnavailable(MabError):
