@@ -1,7 +1,9 @@
 """Signed, self-describing decision ids: feedback is validated without a lookup.
 
-An id reads ``<experiment>.<arm>.<incarnation>.<issued ms, base 36>.<nonce>.<signature>``;
-names never contain dots. The signature is HMAC-SHA256 over everything before it,
+An id reads ``<experiment>.<arm>.<incarnation>.<issued ms, base 36>.<latency µs, base 36>.<nonce>.<signature>``;
+names never contain dots. The latency is the proxy's own measurement of the request
+(to the upstream's response headers), so a latency penalty needs no lookup either;
+ids from before it was added (without that part) still verify. The signature is HMAC-SHA256 over everything before it,
 truncated to 128 bits and base64url-encoded, so nobody can reward a decision that
 was never made, nor move one to another arm or time.
 """
@@ -29,6 +31,8 @@ class Decision:
     incarnation: str
     issued_ms: int
     nonce: str
+    # None for ids issued before latencies were recorded in them.
+    latency_us: int | None = None
 
 
 class DecisionSigner:
@@ -40,22 +44,29 @@ class DecisionSigner:
         self._signing = hmac.new(secrets[0], digestmod=hashlib.sha256)
         self._verifying = [hmac.new(secret, digestmod=hashlib.sha256) for secret in secrets]
 
-    def sign(self, experiment: str, arm: str, incarnation: str, issued_ms: int | None = None) -> str:
-        """A new decision id for choosing `arm` in `experiment`."""
+    def sign(
+        self, experiment: str, arm: str, incarnation: str, issued_ms: int | None = None, latency_us: int = 0
+    ) -> str:
+        """A new decision id for choosing `arm` in `experiment`, whose request took `latency_us`."""
         issued = time.time_ns() // 1_000_000 if issued_ms is None else issued_ms
-        payload = f"{experiment}.{arm}.{incarnation}.{_base36(issued)}.{os.urandom(8).hex()}"
+        payload = (
+            f"{experiment}.{arm}.{incarnation}.{_base36(issued)}.{_base36(max(latency_us, 0))}.{os.urandom(8).hex()}"
+        )
         return f"{payload}.{self._signature(self._signing, payload)}"
 
     def verify(self, decision_id: str) -> Decision:
         """The decision behind an id; raises ForgedDecision unless the signature verifies."""
         payload, _, signature = decision_id.rpartition(".")
         parts = payload.split(".")
-        if len(parts) != 5 or not signature.isascii():
+        if len(parts) not in (5, 6) or not signature.isascii():
             raise ForgedDecision(detail="decision is not a valid decision id")
         if not any(hmac.compare_digest(self._signature(key, payload), signature) for key in self._verifying):
             raise ForgedDecision(detail="decision id signature does not verify: forged or altered")
-        experiment, arm, incarnation, issued, nonce = parts
-        return Decision(experiment, arm, incarnation, int(issued, 36), nonce)
+        if len(parts) == 5:
+            experiment, arm, incarnation, issued, nonce = parts
+            return Decision(experiment, arm, incarnation, int(issued, 36), nonce)
+        experiment, arm, incarnation, issued, latency, nonce = parts
+        return Decision(experiment, arm, incarnation, int(issued, 36), nonce, int(latency, 36))
 
     @staticmethod
     def _signature(key: hmac.HMAC, payload: str) -> str:

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from bandit.decision_ids import Decision, DecisionSigner
 from bandit.exceptions import ArmNotFound, ExpiredDecision, InvalidInput, MabError
+from bandit.learning import observation_rules
 from bandit.models import Experiment
 from bandit.payloads import FeedbackItem, FeedbackResult, RejectedItem
+from bandit.policy_inputs import reward_scale
 from bandit.store import ExperimentStore, FeedbackRecord
 
 #: Seen-markers outlive the window a little, so a duplicate is never counted on a clock edge.
@@ -56,10 +58,12 @@ async def ingest(
                 nonce=f"{entry.decision.issued_ms:x}-{entry.decision.nonce}",
                 reward=entry.reward,
                 expires_at=entry.decision.issued_ms // 1000 + entry.experiment.reward.window_s + MARKER_GRACE_S,
+                scaled_reward=(entry.reward - offset) / width,
             )
             for entry in entries
+            for offset, width in [reward_scale(entry.experiment)]
         ]
-        codes = await store.record_feedback(experiment, incarnation, records)
+        codes = await store.record_feedback(experiment, incarnation, records, observation_rules(entries[0].experiment))
         for entry, code in zip(entries, codes, strict=True):
             if code == 1:
                 accepted += 1
@@ -94,4 +98,10 @@ async def _verify(
         raise InvalidInput(
             detail=f"reward {item.reward} is outside the experiment's reward bounds [{bounds[0]}, {bounds[1]}]"
         )
-    return _Verified(index, decision, experiment, item.reward)
+    penalty = experiment.reward.latency_penalty
+    reward = item.reward
+    if penalty > 0:
+        # reward = feedback − λ · latency_s; an id without a latency (issued before they were
+        # recorded) is charged nothing rather than refused.
+        reward -= penalty * (decision.latency_us or 0) / 1e6
+    return _Verified(index, decision, experiment, reward)

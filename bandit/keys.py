@@ -62,3 +62,39 @@ def errors_field(arm: str) -> str:
 
 def latency_field(arm: str, bucket: int) -> str:
     return f"{arm}:{bucket}"
+
+
+# The statistics the policy reads, written by the feedback script (see record_feedback.lua):
+# discounted count, sum and sum of squares as of the arm's last step, and that step.
+STEP_FIELD = "step"
+
+
+def policy_pulls_field(arm: str) -> str:
+    return f"pn:{arm}"
+
+
+def policy_sum_field(arm: str) -> str:
+    return f"ps:{arm}"
+
+
+def policy_sq_field(arm: str) -> str:
+    return f"pq:{arm}"
+
+
+def policy_step_field(arm: str) -> str:
+    return f"pt:{arm}"
+
+
+def preference_field(arm: str) -> str:
+    """Gradient-bandit preference."""
+    return f"h:{arm}"
+
+
+def changes_field(arm: str) -> str:
+    """Number of changes the detector found in the arm's rewards."""
+    return f"cd:{arm}"
+
+
+def last_change_field(arm: str) -> str:
+    """Unix time of the last detected change."""
+    return f"ct:{arm}"

@@ -36,14 +36,60 @@ class ArmSpec(Base):
     shadow: bool = False
 
 
-class EpsilonGreedySettings(Base, tag="epsilon_greedy", tag_field="kind"):
+class ChangeDetectionSettings(Base):
+    """Page-Hinkley on each arm's reward stream (rewards on the policy's [0, 1] scale when bounded)."""
+
+    # Smallest shift in an arm's mean reward worth noticing.
+    delta: Annotated[float, Meta(ge=0, le=1e6)] = 0.05
+    # Evidence needed for an alarm: larger means fewer false alarms and later detection.
+    threshold: Annotated[float, Meta(gt=0, le=1e9)] = 20.0
+    # On an alarm: only report it, forget that arm's statistics, or forget every arm's.
+    action: Literal["flag", "reset_arm", "reset_all"] = "reset_all"
+
+
+class LearningSettings(Base):
+    """Settings every learning policy shares."""
+
+    # Each observation makes older ones weigh `discount`× less (1 = a stationary world).
+    discount: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    # Uniform traffic until every arm has this many rewards.
+    burn_in: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    # Share of traffic every serving arm keeps whatever the policy says.
+    min_share: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    change_detection: ChangeDetectionSettings | None = None
+
+
+class EpsilonGreedySettings(LearningSettings, tag="epsilon_greedy", tag_field="kind"):
     epsilon: Annotated[float, Meta(ge=0, le=1)] = 0.1
     decay: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
 
 
-class ThompsonSettings(Base, tag="thompson", tag_field="kind"):
-    # "auto": Beta-Bernoulli when rewards are bounded, Gaussian when they are not.
+class ThompsonSettings(LearningSettings, tag="thompson", tag_field="kind"):
+    # "auto": Beta-Bernoulli when rewards are bounded, Gaussian (Normal-Inverse-Gamma) when not.
     model: Literal["auto", "beta", "gaussian"] = "auto"
+
+
+class TopTwoThompsonSettings(LearningSettings, tag="top_two_thompson", tag_field="kind"):
+    # Probability of playing Thompson's leader rather than its challenger.
+    beta: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    model: Literal["auto", "beta", "gaussian"] = "auto"
+
+
+class UCB1Settings(LearningSettings, tag="ucb1", tag_field="kind"):
+    c: Annotated[float, Meta(ge=0, le=1e6)] = 2.0
+    # UCB1-Tuned: widths from each arm's variance; required for unbounded rewards.
+    variance_aware: bool = False
+
+
+class SoftmaxSettings(LearningSettings, tag="softmax", tag_field="kind"):
+    temperature: Annotated[float, Meta(gt=0, le=1e6)] = 0.1
+    decay: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
+
+
+class GradientSettings(LearningSettings, tag="gradient", tag_field="kind"):
+    step_size: Annotated[float, Meta(gt=0, le=10)] = 0.1
+    momentum: Annotated[float, Meta(ge=0, lt=1)] = 0.0
+    baseline: bool = True
 
 
 class StaticSettings(Base, tag="static", tag_field="kind"):
@@ -51,7 +97,15 @@ class StaticSettings(Base, tag="static", tag_field="kind"):
     weights: list[Annotated[float, Meta(ge=0, le=1e9)]] | None = None
 
 
-PolicySettings = EpsilonGreedySettings | ThompsonSettings | StaticSettings
+PolicySettings = (
+    EpsilonGreedySettings
+    | ThompsonSettings
+    | TopTwoThompsonSettings
+    | UCB1Settings
+    | SoftmaxSettings
+    | GradientSettings
+    | StaticSettings
+)
 
 
 class RewardSpec(Base):
@@ -61,12 +115,23 @@ class RewardSpec(Base):
     window_s: Annotated[int, Meta(ge=1, le=MAX_FEEDBACK_WINDOW_S)] = 86_400
     # Rewards outside [lower, upper] are refused; null means unbounded real rewards.
     bounds: tuple[float, float] | None = (0.0, 1.0)
+    # λ in reward = feedback − λ · latency_s, the latency being the proxy's own measurement
+    # of the decision's request: trades accuracy against speed (pruned, quantised models).
+    latency_penalty: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
 
     def __post_init__(self) -> None:
         if self.bounds is not None:
             lower, upper = self.bounds
             if not lower < upper or not all(abs(x) < 1e15 for x in self.bounds):
                 raise ValueError(f"reward.bounds must be finite with lower < upper, got {list(self.bounds)}")
+
+
+class StoppingRule(Base):
+    """When an experiment may stop: its leader is probably best and choosing it costs little."""
+
+    p_best: Annotated[float, Meta(gt=0, le=1)] = 0.95
+    # Expected reward given up by choosing the leader, in reward units.
+    expected_loss: Annotated[float, Meta(ge=0, le=1e15)] = 0.001
 
 
 class ExperimentSpec(Base):
@@ -76,6 +141,7 @@ class ExperimentSpec(Base):
     arms: Annotated[list[ArmSpec], Meta(min_length=1, max_length=MAX_ARMS)]
     policy: PolicySettings = msgspec.field(default_factory=ThompsonSettings)
     reward: RewardSpec = msgspec.field(default_factory=RewardSpec)
+    stopping: StoppingRule = msgspec.field(default_factory=StoppingRule)
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -90,6 +156,8 @@ class ExperimentSpec(Base):
                 raise ValueError(f"policy.weights has {len(weights)} entries for {len(self.arms)} arms")
             if sum(w for w, arm in zip(weights, self.arms, strict=True) if not arm.shadow) <= 0:
                 raise ValueError("static weights of the serving arms must not all be 0")
+        if isinstance(self.policy, LearningSettings):
+            check_learning_settings(self.policy, self.reward, sum(not arm.shadow for arm in self.arms))
 
     def static_weights(self) -> list[float]:
         """Weights of a static split, one per arm."""
@@ -99,6 +167,27 @@ class ExperimentSpec(Base):
 
     def arm(self, name: str) -> ArmSpec | None:
         return next((arm for arm in self.arms if arm.name == name), None)
+
+
+def check_learning_settings(policy: LearningSettings, reward: RewardSpec, serving_arms: int) -> None:
+    """Refuse combinations of settings that cannot work together, naming the fields."""
+    if policy.min_share * serving_arms > 1.0:
+        raise ValueError(
+            f"policy.min_share {policy.min_share} for {serving_arms} serving arms exceeds all traffic "
+            f"(at most {1.0 / serving_arms:.4g})"
+        )
+    if isinstance(policy, GradientSettings) and policy.discount != 1.0:
+        raise ValueError(
+            "policy.discount does not apply to the gradient bandit: its constant step_size already tracks change"
+        )
+    if isinstance(policy, UCB1Settings) and reward.bounds is None and not policy.variance_aware:
+        raise ValueError("policy kind ucb1 needs reward.bounds, or policy.variance_aware: true for unbounded rewards")
+    tracking = policy.discount != 1.0 or policy.change_detection is not None or isinstance(policy, GradientSettings)
+    if reward.mode == "conversion" and tracking:
+        raise ValueError(
+            "reward.mode conversion does not support policy.discount, policy.change_detection or the gradient "
+            "policy: conversions arrive after their decisions, so the order of observations is unknown"
+        )
 
 
 Status = Literal["running", "paused", "promoted"]
@@ -132,6 +221,7 @@ class ExperimentPatch(Base):
     arms: Annotated[list[ArmSpec], Meta(min_length=1, max_length=MAX_ARMS)] | UnsetType = UNSET
     policy: PolicySettings | UnsetType = UNSET
     reward: RewardSpec | UnsetType = UNSET
+    stopping: StoppingRule | UnsetType = UNSET
 
 
 class PromoteRequest(Base):

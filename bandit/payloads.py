@@ -62,20 +62,41 @@ class LatencySummary(Base):
     p99: float | None
 
 
+class ChangeSummary(Base):
+    """What the change detector found in an arm's rewards."""
+
+    detected: int
+    last_at: float | None
+
+
 class ArmStats(Base):
     name: str
     shadow: bool
     decisions: int
+    # Rewarded decisions and the sum of their rewards, all time (exact, never discounted).
     rewards: int
     reward_sum: float
+    # The policy's current view: mean and 95 % interval of the (discounted) rewards it weighs.
     mean: float | None
     interval: tuple[float, float] | None
+    # Observations behind `mean`: equals `rewards` unless discounted or reset by a detected change.
+    effective_rewards: float
     p_best: float
     expected_loss: float
     allocation: float
     latency_ms: LatencySummary
     errors: int
     healthy: bool
+    changes: ChangeSummary
+
+
+class StoppingStatus(Base):
+    """Whether the experiment's stopping rule holds for its leader."""
+
+    met: bool
+    arm: str | None
+    p_best_threshold: float
+    expected_loss_threshold: float
 
 
 class Totals(Base):
@@ -91,4 +112,5 @@ class ExperimentStats(Base):
     leader: str | None
     totals: Totals
     arms: list[ArmStats]
+    stopping: StoppingStatus
     generated_at: float

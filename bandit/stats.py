@@ -1,4 +1,4 @@
-"""The stats of an experiment as people read them: means, intervals, P(best), latency."""
+"""The stats of an experiment as people read them: means, intervals, P(best), latency, stopping."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import numpy as np
 
 from bandit.latency_histogram import quantile
 from bandit.models import Experiment
-from bandit.payloads import ArmStats, ExperimentStats, LatencySummary, Totals
-from bandit.policy_inputs import allocation, policy_statistics, posterior_model
+from bandit.payloads import ArmStats, ChangeSummary, ExperimentStats, LatencySummary, StoppingStatus, Totals
+from bandit.policy_inputs import allocation, policy_statistics, posterior_model, reward_scale
 from bandit.store import ArmCounters
-from policies import credible_interval, expected_loss, probability_best, sample_means
-
-#: Posterior draws behind P(best) and expected loss: standard error below 0.5 %.
-SUMMARY_DRAWS = 10_000
+from policies import best_arm_summary, credible_interval
 
 
 def experiment_stats(
@@ -34,16 +31,13 @@ def experiment_stats(
     contenders = np.asarray([i for i, arm in enumerate(experiment.arms) if not arm.shadow])
     p_best = np.zeros(len(experiment.arms))
     loss = np.zeros(len(experiment.arms))
-    samples = sample_means(stats.subset(contenders), model, rng, SUMMARY_DRAWS)
-    p_best[contenders] = probability_best(samples)
-    loss[contenders] = expected_loss(samples)
+    p_best[contenders], loss[contenders] = best_arm_summary(stats.subset(contenders), model)
 
     lower, upper = credible_interval(stats, model)
     # The policy's statistics are scaled to [0, 1] when rewards are bounded: report in reward units.
-    offset, width = (0.0, 1.0)
-    if experiment.reward.bounds is not None:
-        offset, width = experiment.reward.bounds[0], experiment.reward.bounds[1] - experiment.reward.bounds[0]
+    offset, width = reward_scale(experiment)
     lower, upper, loss = offset + width * lower, offset + width * upper, width * loss
+    means = offset + width * stats.means
 
     arms: list[ArmStats] = []
     for i, arm in enumerate(experiment.arms):
@@ -56,17 +50,32 @@ def experiment_stats(
                 decisions=int(counters.decisions[i]),
                 rewards=int(counters.rewards[i]),
                 reward_sum=float(counters.reward_sum[i]),
-                mean=float(counters.reward_sum[i] / pulls) if pulls > 0 else None,
+                mean=float(means[i]) if pulls > 0 else None,
                 interval=((float(lower[i]), float(upper[i])) if pulls > 0 else None),
+                effective_rewards=float(pulls),
                 p_best=float(p_best[i]),
                 expected_loss=float(loss[i]),
                 allocation=float(shares[i]),
                 latency_ms=LatencySummary(p50=quantile(histogram, 0.5), p99=quantile(histogram, 0.99)),
                 errors=int(counters.errors[i]),
                 healthy=is_healthy(arm.name),
+                changes=ChangeSummary(
+                    detected=int(counters.changes[i]),
+                    last_at=float(counters.last_change_at[i]) or None,
+                ),
             )
         )
-    leader = experiment.arms[int(contenders[np.argmax(p_best[contenders])])].name if stats.pulls.sum() > 0 else None
+    observed = bool(stats.pulls[contenders].sum() > 0)
+    leader_index = int(contenders[np.argmax(p_best[contenders])])
+    leader = experiment.arms[leader_index].name if observed else None
+    rule = experiment.stopping
+    # Every contender must have been observed: a never-tried arm's prior is no evidence against it.
+    met = bool(
+        observed
+        and (stats.pulls[contenders] > 0).all()
+        and p_best[leader_index] >= rule.p_best
+        and loss[leader_index] <= rule.expected_loss
+    )
     return ExperimentStats(
         experiment=experiment.name,
         status=experiment.status,
@@ -78,5 +87,11 @@ def experiment_stats(
             reward_sum=float(counters.reward_sum.sum()),
         ),
         arms=arms,
+        stopping=StoppingStatus(
+            met=met,
+            arm=leader if met else None,
+            p_best_threshold=rule.p_best,
+            expected_loss_threshold=rule.expected_loss,
+        ),
         generated_at=time.time(),
     )

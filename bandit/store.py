@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bandit import keys
 from bandit.exceptions import ConcurrentUpdate, ExperimentExists, ExperimentNotFound, StoreUnavailable
+from bandit.learning import ObservationRules
 from bandit.models import Experiment, ExperimentSpec
 from bandit.scripts import Scripts
 
@@ -49,6 +50,14 @@ class ArmCounters:
     reward_sum: np.ndarray
     reward_sq_sum: np.ndarray
     errors: np.ndarray
+    # What the policy reads: discounted (and reset on detected changes) rewards, sums, squares.
+    policy_pulls: np.ndarray
+    policy_sum: np.ndarray
+    policy_sq_sum: np.ndarray
+    preferences: np.ndarray
+    changes: np.ndarray
+    # Unix time of each arm's last detected change, 0 for none.
+    last_change_at: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +69,45 @@ class FeedbackRecord:
     reward: float
     # Unix seconds after which the decision can no longer be rewarded.
     expires_at: int
+    # The reward on the policy's scale ([0, 1] when bounded), for change detection and preferences.
+    scaled_reward: float = 0.0
 
 
-def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str]) -> ArmCounters:
-    """Counters of `arms` from the HGETALL of a stats hash."""
+def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
+    """Counters of `arms` from the HGETALL of a stats hash, discounted statistics brought up to date."""
 
     def column(field: Callable[[str], str]) -> np.ndarray:
         return np.array([float(raw.get(field(arm).encode(), 0)) for arm in arms], dtype=np.float64)
 
     incarnation = raw.get(keys.INCARNATION_FIELD.encode())
+    rewards, reward_sum, reward_sq_sum = (
+        column(keys.rewards_field),
+        column(keys.reward_sum_field),
+        column(keys.reward_sq_field),
+    )
+    step = raw.get(keys.STEP_FIELD.encode())
+    if step is None:
+        # Written before the policy statistics existed: they equal the plain totals.
+        policy = (rewards, reward_sum, reward_sq_sum)
+    else:
+        # Stored as of each arm's last step; every later observation discounts them once more.
+        decay = discount ** (float(step) - column(keys.policy_step_field))
+        policy = tuple(
+            column(field) * decay for field in (keys.policy_pulls_field, keys.policy_sum_field, keys.policy_sq_field)
+        )
     return ArmCounters(
         incarnation=incarnation.decode() if incarnation is not None else None,
         decisions=column(keys.decisions_field),
-        rewards=column(keys.rewards_field),
-        reward_sum=column(keys.reward_sum_field),
-        reward_sq_sum=column(keys.reward_sq_field),
+        rewards=rewards,
+        reward_sum=reward_sum,
+        reward_sq_sum=reward_sq_sum,
         errors=column(keys.errors_field),
+        policy_pulls=policy[0],
+        policy_sum=policy[1],
+        policy_sq_sum=policy[2],
+        preferences=column(keys.preference_field),
+        changes=column(keys.changes_field),
+        last_change_at=column(keys.last_change_field),
     )
 
 
@@ -157,10 +189,10 @@ class ExperimentStore:
             raise ExperimentNotFound(name)
 
     # -- counters ------------------------------------------------------------------
-    async def counters(self, name: str, arms: Sequence[str]) -> ArmCounters:
+    async def counters(self, name: str, arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
         with translate_redis_errors():
             raw = await self.redis.hgetall(keys.stats(name))
-        return parse_counters(raw, arms)
+        return parse_counters(raw, arms, discount)
 
     async def latency_histograms(self, name: str) -> dict[str, dict[int, int]]:
         """Latency histogram per arm: {arm: {bucket: count}}."""
@@ -172,11 +204,18 @@ class ExperimentStore:
             histograms.setdefault(arm, {})[int(bucket)] = int(count)
         return histograms
 
-    async def record_feedback(self, name: str, incarnation: str, records: Sequence[FeedbackRecord]) -> list[int]:
+    async def record_feedback(
+        self,
+        name: str,
+        incarnation: str,
+        records: Sequence[FeedbackRecord],
+        rules: ObservationRules | None = None,
+    ) -> list[int]:
         """Count each reward once; one code per record (1 counted, 0 duplicate, -1 stale, -2 gone)."""
-        args: list[str | int] = [incarnation]
+        args: list[str | int] = [incarnation, *(rules or ObservationRules()).script_args(int(time.time()))]
         for record in records:
-            args += [record.arm, repr(record.reward), repr(record.reward * record.reward), record.expires_at]
+            reward = record.reward
+            args += [record.arm, repr(reward), repr(reward * reward), repr(record.scaled_reward), record.expires_at]
         with translate_redis_errors():
             codes = await self.scripts.record_feedback(
                 keys=[keys.stats(name)] + [keys.feedback_seen(name, record.nonce) for record in records],

@@ -22,9 +22,13 @@ class ArmStatistics:
     pulls: FloatArray
     reward_sum: FloatArray
     reward_sq_sum: FloatArray
+    # Learned action preferences of the gradient bandit; None for every other policy.
+    preferences: FloatArray | None = None
 
     def __post_init__(self) -> None:
         shapes = {self.pulls.shape, self.reward_sum.shape, self.reward_sq_sum.shape}
+        if self.preferences is not None:
+            shapes.add(self.preferences.shape)
         if len(shapes) != 1 or self.pulls.ndim != 1:
             raise ValueError(f"statistics must be 1-d arrays of one shape, got {shapes}")
         if self.pulls.shape[0] == 0:
@@ -59,4 +63,13 @@ class ArmStatistics:
 
     def subset(self, indices: IndexArray) -> ArmStatistics:
         """Statistics of the arms at `indices`, in that order."""
-        return ArmStatistics(self.pulls[indices], self.reward_sum[indices], self.reward_sq_sum[indices])
+        preferences = None if self.preferences is None else self.preferences[indices]
+        return ArmStatistics(self.pulls[indices], self.reward_sum[indices], self.reward_sq_sum[indices], preferences)
+
+    @property
+    def variances(self) -> FloatArray:
+        """Sample variance of each arm's rewards (0 below two observations); shape (K,)."""
+        pulls = self.pulls
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variance = (self.reward_sq_sum - pulls * self.means**2) / (pulls - 1.0)
+        return np.where(pulls > 1.0, np.maximum(variance, 0.0), 0.0)

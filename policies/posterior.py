@@ -4,12 +4,15 @@ Two models cover the reward types the service accepts:
 - ``beta``: rewards in [0, 1] (clicks, correct labels, normalised ratings), a
   Beta(prior + successes, prior + failures) posterior where a fractional reward
   counts as a fractional success;
-- ``gaussian``: unbounded real rewards, a Normal posterior of the mean with the
-  sample variance (a unit variance until an arm has two observations).
+- ``gaussian``: unbounded real rewards with unknown mean and variance, a
+  Normal-Inverse-Gamma posterior whose marginal for the mean is a Student t. Its
+  prior is worth one pseudo-observation at the pooled mean and variance of all
+  arms, so it adapts to the rewards' scale instead of assuming one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -23,6 +26,20 @@ PosteriorModel = Literal["beta", "gaussian"]
 BETA_PRIOR = 1.0
 #: Smallest parameter handed to the Beta sampler, guarding against rounding below 0.
 _MIN_SHAPE = 1e-9
+#: Normal-Inverse-Gamma prior: weight of the prior mean (in observations) and shape.
+NIG_PRIOR_WEIGHT = 1.0
+NIG_PRIOR_SHAPE = 1.0
+#: Points of the grid on which P(best) and expected loss are integrated.
+GRID_POINTS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class StudentT:
+    """Marginal posterior of each arm's mean: location, scale and degrees of freedom; shapes (K,)."""
+
+    location: FloatArray
+    scale: FloatArray
+    dof: FloatArray
 
 
 def beta_parameters(stats: ArmStatistics) -> tuple[FloatArray, FloatArray]:
@@ -33,17 +50,22 @@ def beta_parameters(stats: ArmStatistics) -> tuple[FloatArray, FloatArray]:
     return np.maximum(alpha, _MIN_SHAPE), np.maximum(beta, _MIN_SHAPE)
 
 
-def gaussian_parameters(stats: ArmStatistics) -> tuple[FloatArray, FloatArray]:
-    """Posterior (mean, standard error) of each arm's mean reward; shapes (K,), (K,)."""
-    pulls = stats.pulls
-    means = stats.means
-    with np.errstate(divide="ignore", invalid="ignore"):
-        variance = (stats.reward_sq_sum - pulls * means**2) / (pulls - 1.0)
-    variance = np.where(pulls >= 2, np.maximum(variance, 1e-12), 1.0)
-    standard_error = np.sqrt(variance / np.maximum(pulls, 1.0))
-    # An arm with no data has no mean: a wide prior keeps it in play.
-    standard_error = np.where(pulls > 0, standard_error, 1e3)
-    return means, standard_error
+def student_t_parameters(stats: ArmStatistics) -> StudentT:
+    """Normal-Inverse-Gamma posterior of each arm's mean, as its Student-t marginal."""
+    total = float(stats.pulls.sum())
+    prior_mean = float(stats.reward_sum.sum()) / total if total > 0 else 0.0
+    pooled_variance = (float(stats.reward_sq_sum.sum()) - total * prior_mean**2) / (total - 1.0) if total > 1 else 1.0
+    # A constant reward stream has no variance: keep the scale positive so draws stay finite.
+    prior_variance = max(pooled_variance, 1e-12) if total > 1 else 1.0
+    prior_rate = NIG_PRIOR_SHAPE * prior_variance
+
+    pulls, means = stats.pulls, stats.means
+    squares = np.maximum(stats.reward_sq_sum - pulls * means**2, 0.0)
+    weight = NIG_PRIOR_WEIGHT + pulls
+    location = (NIG_PRIOR_WEIGHT * prior_mean + pulls * means) / weight
+    shape = NIG_PRIOR_SHAPE + pulls / 2.0
+    rate = prior_rate + squares / 2.0 + NIG_PRIOR_WEIGHT * pulls * (means - prior_mean) ** 2 / (2.0 * weight)
+    return StudentT(location, np.sqrt(rate / (shape * weight)), 2.0 * shape)
 
 
 def sample_means(stats: ArmStatistics, model: PosteriorModel, rng: np.random.Generator, draws: int) -> FloatArray:
@@ -51,8 +73,8 @@ def sample_means(stats: ArmStatistics, model: PosteriorModel, rng: np.random.Gen
     if model == "beta":
         alpha, beta = beta_parameters(stats)
         return rng.beta(alpha, beta, size=(draws, stats.arms))
-    mean, standard_error = gaussian_parameters(stats)
-    return rng.normal(mean, standard_error, size=(draws, stats.arms))
+    posterior = student_t_parameters(stats)
+    return posterior.location + posterior.scale * rng.standard_t(posterior.dof, size=(draws, stats.arms))
 
 
 def probability_best(samples: FloatArray) -> FloatArray:
@@ -66,14 +88,45 @@ def expected_loss(samples: FloatArray) -> FloatArray:
     return (samples.max(axis=1, keepdims=True) - samples).mean(axis=0)
 
 
+def _frozen(stats: ArmStatistics, model: PosteriorModel) -> scipy_stats.rv_continuous:
+    """The posteriors of all arms as one vectorised scipy distribution."""
+    if model == "beta":
+        alpha, beta = beta_parameters(stats)
+        return scipy_stats.beta(alpha, beta)
+    posterior = student_t_parameters(stats)
+    return scipy_stats.t(posterior.dof, loc=posterior.location, scale=posterior.scale)
+
+
 def credible_interval(
     stats: ArmStatistics, model: PosteriorModel, level: float = 0.95
 ) -> tuple[FloatArray, FloatArray]:
     """Equal-tailed credible interval of each arm's mean; shapes (K,), (K,)."""
     tail = (1.0 - level) / 2.0
-    if model == "beta":
-        alpha, beta = beta_parameters(stats)
-        return scipy_stats.beta.ppf(tail, alpha, beta), scipy_stats.beta.ppf(1.0 - tail, alpha, beta)
-    mean, standard_error = gaussian_parameters(stats)
-    z = scipy_stats.norm.ppf(1.0 - tail)
-    return mean - z * standard_error, mean + z * standard_error
+    posterior = _frozen(stats, model)
+    return posterior.ppf(tail), posterior.ppf(1.0 - tail)
+
+
+def best_arm_summary(stats: ArmStatistics, model: PosteriorModel) -> tuple[FloatArray, FloatArray]:
+    """P(each arm is best) and the expected loss of choosing it, by numerical integration.
+
+    Deterministic where Monte Carlo is not: with independent posteriors,
+    P(i best) = ∫ f_i(x) Π_{j≠i} F_j(x) dx, and E[max] = hi − ∫ Π_j F_j(x) dx over a
+    grid spanning every arm's posterior mass. Returns two arrays of shape (K,).
+    """
+    posterior = _frozen(stats, model)
+    low = float(np.min(posterior.ppf(1e-9)))
+    high = float(np.max(posterior.isf(1e-9)))
+    if not high > low:
+        return np.full(stats.arms, 1.0 / stats.arms), np.zeros(stats.arms)
+    grid = np.linspace(low, high, GRID_POINTS)[:, None]
+    density = posterior.pdf(grid)  # (G, K)
+    cdf = np.clip(posterior.cdf(grid), 1e-300, 1.0)
+    all_below = np.prod(cdf, axis=1, keepdims=True)
+    # Π_{j≠i} F_j = Π_j F_j / F_i, safe where F_i > 0; where F_i underflows so does the density's weight.
+    others_below = all_below / cdf
+    p_best = np.trapezoid(density * others_below, grid, axis=0)
+    p_best = np.clip(p_best, 0.0, None)
+    p_best = p_best / p_best.sum() if p_best.sum() > 0 else np.full(stats.arms, 1.0 / stats.arms)
+    expected_max = high - np.trapezoid(all_below[:, 0], grid[:, 0])
+    loss = np.maximum(expected_max - posterior.mean(), 0.0)
+    return p_best, loss

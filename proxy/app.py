@@ -96,7 +96,9 @@ class ProxyApp:
             await _error(send, error.status_code, f"arm {arm.name!r}: {error.message}", arm=arm.name, experiment=name)
             return
 
-        decision = self.signer.sign(name, arm.name, experiment.incarnation)
+        # Time to the upstream's response headers: what a latency penalty charges the arm for.
+        latency_us = int((time.perf_counter() - started) * 1e6)
+        decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
         out_headers = response_headers(response.headers)
         out_headers += [
             (b"x-bandit-experiment", name.encode()),

@@ -13,6 +13,7 @@ import numpy as np
 
 from bandit import keys
 from bandit.exceptions import StoreUnavailable
+from bandit.learning import policy_discount
 from bandit.models import Experiment
 from bandit.store import ExperimentStore, parse_counters, translate_redis_errors
 from proxy.snapshot import Snapshot
@@ -78,9 +79,15 @@ class SnapshotRegistry:
         if raw_config is None:
             self.snapshots.pop(name, None)
             return
+        current = self.snapshots.get(name)
+        if current is not None and current.source == (raw_config, raw_stats):
+            # Nothing changed since the last read (an idle experiment): keep its queue of choices.
+            return
         experiment = _decode_experiment(raw_config)
-        counters = parse_counters(raw_stats, [arm.name for arm in experiment.arms])
-        self.snapshots[name] = Snapshot.build(experiment, counters, self.rng)
+        counters = parse_counters(raw_stats, [arm.name for arm in experiment.arms], policy_discount(experiment))
+        snapshot = Snapshot.build(experiment, counters, self.rng)
+        snapshot.source = (raw_config, raw_stats)
+        self.snapshots[name] = snapshot
         self._missing.pop(name, None)
 
     async def run_polling(self) -> None:

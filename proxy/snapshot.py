@@ -30,12 +30,14 @@ class Snapshot:
     allocation: np.ndarray = field(init=False)
     _cumulative: np.ndarray = field(init=False)
     _queued: list[int] = field(init=False, default_factory=list)
+    # The raw config and stats hash it was built from, to skip rebuilding when neither changed.
+    source: tuple[bytes, dict[bytes, bytes]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.serving = serving_arms(self.experiment)
         pinned = self.experiment.pinned_arm() is not None
         self.policy = None if pinned else build_policy(self.experiment, self.serving)
-        self.allocation = allocation(self.experiment, self.stats, self.rng)
+        self.allocation = allocation(self.experiment, self.stats, self.rng, self.policy)
         self._cumulative = np.cumsum(self.allocation)
 
     @classmethod

@@ -10,6 +10,7 @@ from msgspec import UNSET
 
 from bandit.api.auth import require_admin
 from bandit.exceptions import ArmNotFound, InvalidInput
+from bandit.learning import policy_discount
 from bandit.models import Experiment, ExperimentPatch, ExperimentSpec, PromoteRequest, StaticSettings
 from bandit.payloads import ExperimentStats
 from bandit.services import Services
@@ -64,9 +65,11 @@ class ExperimentsController(Controller):
 
     @patch("/{name:str}")
     async def update(self, name: str, data: ExperimentPatch, services: Services) -> Experiment:
-        """Replace arms, policy or reward settings; statistics are kept."""
+        """Replace arms, policy, reward or stopping settings; statistics are kept."""
         changes: dict[str, Any] = {
-            field: value for field in ("arms", "policy", "reward") if (value := getattr(data, field)) is not UNSET
+            field: value
+            for field in ("arms", "policy", "reward", "stopping")
+            if (value := getattr(data, field)) is not UNSET
         }
 
         def apply(current: Experiment) -> Experiment:
@@ -108,7 +111,9 @@ class ExperimentsController(Controller):
     @get("/{name:str}/stats")
     async def stats(self, name: str, services: Services) -> ExperimentStats:
         experiment = await services.store.get(name)
-        counters = await services.store.counters(name, [arm.name for arm in experiment.arms])
+        counters = await services.store.counters(
+            name, [arm.name for arm in experiment.arms], policy_discount(experiment)
+        )
         latencies = await services.store.latency_histograms(name)
         return experiment_stats(
             experiment, counters, latencies, lambda arm: services.health.is_healthy(name, arm), services.rng
