@@ -25,6 +25,13 @@ def test_policy_kind_selects_the_settings_type() -> None:
     assert isinstance(spec.policy, StaticSettings) and spec.static_weights() == [100, 0]
 
 
+def test_every_policy_kind_decodes() -> None:
+    kinds = ["epsilon_greedy", "thompson", "top_two_thompson", "ucb1", "softmax", "gradient", "static"]
+    for kind in kinds:
+        spec = msgspec.convert({"name": "e", "arms": [ARM], "policy": {"kind": kind}}, ExperimentSpec)
+        assert type(spec.policy).__struct_config__.tag == kind
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -45,6 +52,45 @@ def test_policy_kind_selects_the_settings_type() -> None:
         ({"name": "e", "arms": [ARM], "reward": {"window_s": 0}}, r"at `\$.reward.window_s`"),
         ({"name": "e", "arms": [ARM], "reward": {"bounds": [1, 0]}}, "lower < upper"),
         ({"name": "e", "arms": [ARM], "colour": "red"}, "unknown field `colour`"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "epsilon_greedy", "epsilon": -0.1}}, r"policy.epsilon"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "thompson", "discount": 0}}, r"policy.discount"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "thompson", "discount": 1.5}}, r"policy.discount"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "thompson", "burn_in": -1}}, r"policy.burn_in"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "ucb1", "c": -1}}, r"policy.c"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "softmax", "temperature": 0}}, r"policy.temperature"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "gradient", "step_size": 0}}, r"policy.step_size"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "gradient", "momentum": 1}}, r"policy.momentum"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "top_two_thompson", "beta": 2}}, r"policy.beta"),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "thompson", "model": "poisson"}}, r"policy.model"),
+        (
+            {"name": "e", "arms": [ARM], "policy": {"kind": "thompson", "change_detection": {"threshold": 0}}},
+            r"policy.change_detection.threshold",
+        ),
+        (
+            {"name": "e", "arms": [ARM], "policy": {"kind": "thompson", "change_detection": {"action": "panic"}}},
+            r"policy.change_detection.action",
+        ),
+        (
+            {"name": "e", "arms": [ARM, {**ARM, "name": "b"}], "policy": {"kind": "thompson", "min_share": 0.6}},
+            "policy.min_share 0.6 for 2 serving arms exceeds all traffic",
+        ),
+        ({"name": "e", "arms": [ARM], "policy": {"kind": "gradient", "discount": 0.9}}, "policy.discount does not"),
+        (
+            {"name": "e", "arms": [ARM], "policy": {"kind": "ucb1"}, "reward": {"bounds": None}},
+            "ucb1 needs reward.bounds",
+        ),
+        (
+            {
+                "name": "e",
+                "arms": [ARM],
+                "policy": {"kind": "thompson", "discount": 0.99},
+                "reward": {"mode": "conversion"},
+            },
+            "reward.mode conversion does not support policy.discount",
+        ),
+        ({"name": "e", "arms": [ARM], "reward": {"latency_penalty": -0.01}}, r"at `\$.reward.latency_penalty`"),
+        ({"name": "e", "arms": [ARM], "stopping": {"p_best": 0}}, r"at `\$.stopping.p_best`"),
+        ({"name": "e", "arms": [ARM], "stopping": {"expected_loss": -1}}, r"at `\$.stopping.expected_loss`"),
     ],
 )
 def test_invalid_experiments_are_refused_naming_the_field(body: dict[str, Any], message: str) -> None:
