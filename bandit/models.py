@@ -19,7 +19,7 @@ UpstreamUrl = Annotated[
         pattern=r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", max_length=2048, description="http(s) base URL of a model server"
     ),
 ]
-MAX_ARMS = 64
+MAX_ARMS = 256
 MAX_FEEDBACK_WINDOW_S = 90 * 24 * 3600
 
 

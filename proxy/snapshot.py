@@ -12,9 +12,11 @@ from bandit.policy_inputs import allocation, build_policy, policy_statistics, se
 from bandit.store import ArmCounters
 from policies import ArmStatistics, Policy
 
-#: Choices drawn from the policy per vectorised call; the snapshot is rebuilt long before
-#: a busy service uses them up, so this trades a little memory for ~1 µs decisions.
-CHOICE_BATCH = 256
+#: Posterior values drawn per vectorised batch of choices (choices × serving arms): big
+#: enough that a decision costs about a microsecond, small enough that drawing a batch
+#: never holds the event loop for more than a millisecond or two, even at 100+ arms.
+DRAWS_PER_BATCH = 16_384
+MAX_CHOICE_BATCH = 256
 
 
 @dataclass(slots=True)
@@ -26,19 +28,19 @@ class Snapshot:
     rng: np.random.Generator
     serving: list[int] = field(init=False)
     policy: Policy | None = field(init=False)
-    # Share of the next decisions per arm (shadow arms 0); shape (K,).
-    allocation: np.ndarray = field(init=False)
-    _cumulative: np.ndarray = field(init=False)
-    _queued: list[int] = field(init=False, default_factory=list)
     # The raw config and stats hash it was built from, to skip rebuilding when neither changed.
     source: tuple[bytes, dict[bytes, bytes]] | None = field(init=False, default=None)
+    _serving_stats: ArmStatistics = field(init=False)
+    _batch: int = field(init=False)
+    _queued: list[int] = field(init=False, default_factory=list)
+    _cumulative: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.serving = serving_arms(self.experiment)
         pinned = self.experiment.pinned_arm() is not None
         self.policy = None if pinned else build_policy(self.experiment, self.serving)
-        self.allocation = allocation(self.experiment, self.stats, self.rng, self.policy)
-        self._cumulative = np.cumsum(self.allocation)
+        self._serving_stats = self.stats.subset(np.asarray(self.serving))
+        self._batch = max(1, min(MAX_CHOICE_BATCH, DRAWS_PER_BATCH // len(self.serving)))
 
     @classmethod
     def build(cls, experiment: Experiment, counters: ArmCounters, rng: np.random.Generator) -> Snapshot:
@@ -53,13 +55,28 @@ class Snapshot:
         if self.policy is None:
             return self.serving[0]
         if not self._queued:
-            drawn = self.policy.choose(self.stats.subset(np.asarray(self.serving)), self.rng, CHOICE_BATCH)
+            drawn = self.policy.choose(self._serving_stats, self.rng, self._batch)
             self._queued = [self.serving[i] for i in drawn.tolist()]
         return self._queued.pop()
 
+    @property
+    def allocation(self) -> np.ndarray:
+        """Share of the next decisions per arm (shadow arms 0); shape (K,).
+
+        Computed on first use only: Thompson's estimate takes thousands of posterior
+        draws, which the plain decision path never needs.
+        """
+        return np.diff(self._cumulative_allocation(), prepend=0.0)
+
+    def _cumulative_allocation(self) -> np.ndarray:
+        if self._cumulative is None:
+            self._cumulative = np.cumsum(allocation(self.experiment, self.stats, self.rng, self.policy))
+        return self._cumulative
+
     def choose_for_unit(self, unit: str) -> int:
         """Sticky choice: a unit maps to the same arm while the allocation holds."""
+        cumulative = self._cumulative_allocation()
         digest = hashlib.blake2b(f"{self.name}\0{unit}".encode(), digest_size=8).digest()
-        position = int.from_bytes(digest, "big") / 2**64 * self._cumulative[-1]
-        index = int(np.searchsorted(self._cumulative, position, side="right"))
-        return min(index, len(self.allocation) - 1)
+        position = int.from_bytes(digest, "big") / 2**64 * cumulative[-1]
+        index = int(np.searchsorted(cumulative, position, side="right"))
+        return min(index, len(cumulative) - 1)
