@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ModelServers, ServiceProcess, wait_until
+from tests.servers import ModelServers, ServiceProcess
 
 SLOW_MS = 60
 
