@@ -102,7 +102,6 @@ def test_stopping_rule_is_met_once_the_leader_is_clear(
     before = admin.get(f"/api/experiments/{name}/stats").json()["stopping"]
     assert before == {"met": False, "arm": None, "p_best_threshold": 0.99, "expected_loss_threshold": 0.001}
 
-
     def reward_of(arm: str, i: int) -> float:
         # Success rates 0.6 (v2) and 0.4 (v1), on a fixed pattern.
         return 1.0 if i % 5 < (3 if arm == "v2" else 2) else 0.0
