@@ -36,8 +36,12 @@ async def ingest(
     signer: DecisionSigner,
     store: ExperimentStore,
     find_experiment: Callable[[str], Awaitable[Experiment]],
+    on_counted: Callable[[str], None] | None = None,
 ) -> FeedbackResult:
-    """Count a batch of rewards; every item ends up accepted, duplicate or rejected with a reason."""
+    """Count a batch of rewards; every item ends up accepted, duplicate or rejected with a reason.
+
+    `on_counted(experiment)` is called for each experiment that gained at least one reward.
+    """
     rejected: list[RejectedItem] = []
     verified: list[_Verified] = []
     now_ms = time.time_ns() // 1_000_000
@@ -64,6 +68,8 @@ async def ingest(
             for offset, width in [reward_scale(entry.experiment)]
         ]
         codes = await store.record_feedback(experiment, incarnation, records, observation_rules(entries[0].experiment))
+        if on_counted is not None and 1 in codes:
+            on_counted(experiment)
         for entry, code in zip(entries, codes, strict=True):
             if code == 1:
                 accepted += 1

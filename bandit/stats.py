@@ -31,7 +31,7 @@ def experiment_stats(
     contenders = np.asarray([i for i, arm in enumerate(experiment.arms) if not arm.shadow])
     p_best = np.zeros(len(experiment.arms))
     loss = np.zeros(len(experiment.arms))
-    p_best[contenders], loss[contenders] = best_arm_summary(stats.subset(contenders), model)
+    p_best[contenders], loss[contenders] = best_arm_summary(stats.subset(contenders), model, rng)
 
     lower, upper = credible_interval(stats, model)
     # The policy's statistics are scaled to [0, 1] when rewards are bounded: report in reward units.

@@ -22,6 +22,11 @@ log = logging.getLogger("mab.proxy.registry")
 _decode_experiment = msgspec.json.Decoder(Experiment).decode
 #: How long "no such experiment" is believed before Redis is asked again.
 NEGATIVE_TTL_S = 1.0
+#: How soon an experiment that this process just counted rewards for is re-read. Learning
+#: policies need fresh statistics far more often than the full poll gives them: at 2,000
+#: decisions/s a 0.5 s poll would route 1,000 decisions on statistics that ignore their
+#: predecessors' rewards, which shows up directly as regret.
+REWARDED_REFRESH_S = 0.05
 
 
 class SnapshotRegistry:
@@ -33,6 +38,7 @@ class SnapshotRegistry:
         self.refresh_interval_s = refresh_interval_s
         self.snapshots: dict[str, Snapshot] = {}
         self._missing: dict[str, float] = {}
+        self._rewarded: set[str] = set()
         self.last_refresh = 0.0
 
     def get(self, name: str) -> Snapshot | None:
@@ -53,12 +59,37 @@ class SnapshotRegistry:
 
     async def refresh_one(self, name: str) -> None:
         """Re-read one experiment (after a change) and rebuild its snapshot."""
+        await self._refresh_names([name])
+
+    async def _refresh_names(self, names: list[str]) -> None:
+        """Re-read the given experiments in one pipelined round trip."""
         with translate_redis_errors():
             async with self.store.redis.pipeline(transaction=False) as pipe:
-                pipe.get(keys.config(name))
-                pipe.hgetall(keys.stats(name))
-                raw_config, raw_stats = await pipe.execute()
-        self._install(name, raw_config, raw_stats)
+                for name in names:
+                    pipe.get(keys.config(name))
+                    pipe.hgetall(keys.stats(name))
+                replies = await pipe.execute()
+        for index, name in enumerate(names):
+            self._install(name, replies[2 * index], replies[2 * index + 1])
+
+    def note_rewarded(self, name: str) -> None:
+        """This process counted rewards for `name`: re-read it soon (see REWARDED_REFRESH_S)."""
+        if name in self.snapshots:
+            self._rewarded.add(name)
+
+    async def run_rewarded_refresh(self) -> None:
+        """Re-read recently rewarded experiments every REWARDED_REFRESH_S, between full polls."""
+        while True:
+            await asyncio.sleep(REWARDED_REFRESH_S)
+            if not self._rewarded:
+                continue
+            names, self._rewarded = sorted(self._rewarded), set()
+            try:
+                await self._refresh_names(names)
+            except StoreUnavailable:
+                pass  # the full poll logs outages; routing goes on from the last snapshot
+            except Exception:
+                log.exception("refresh of rewarded experiments failed")
 
     async def refresh_all(self) -> None:
         """Re-read every experiment in two pipelined round trips."""
@@ -117,7 +148,11 @@ class SnapshotRegistry:
 @contextlib.asynccontextmanager
 async def running(registry: SnapshotRegistry) -> Any:
     """Run the registry's background loops for the duration of the block."""
-    tasks = [asyncio.create_task(registry.run_polling()), asyncio.create_task(registry.run_change_listener())]
+    tasks = [
+        asyncio.create_task(registry.run_polling()),
+        asyncio.create_task(registry.run_change_listener()),
+        asyncio.create_task(registry.run_rewarded_refresh()),
+    ]
     try:
         yield registry
     finally:

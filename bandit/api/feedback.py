@@ -20,7 +20,9 @@ async def post_feedback(data: FeedbackRequest, services: Services) -> FeedbackRe
         snapshot = services.registry.get(name)
         return snapshot.experiment if snapshot is not None else await services.store.get(name)
 
-    result = await ingest(data.as_items(), services.signer, services.store, find_experiment)
+    result = await ingest(
+        data.as_items(), services.signer, services.store, find_experiment, services.registry.note_rewarded
+    )
     if data.items is UNSET and result.errors:
         raise MabError(status_code=result.errors[0].status, detail=result.errors[0].reason)
     return result
