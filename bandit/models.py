@@ -42,7 +42,7 @@ class ChangeDetectionSettings(Base):
     # Smallest shift in an arm's mean reward worth noticing.
     delta: Annotated[float, Meta(ge=0, le=1e6)] = 0.05
     # Evidence needed for an alarm: larger means fewer false alarms and later detection.
-    threshold: Annotated[float, Meta(gt=0, le=1e9)] = 20.0
+    threshold: Annotated[float, Meta(gt=0, le=1e9)] = 30.0
     # On an alarm: only report it, forget that arm's statistics, or forget every arm's.
     action: Literal["flag", "reset_arm", "reset_all"] = "reset_all"
 

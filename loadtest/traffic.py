@@ -24,6 +24,8 @@ class Tally:
     reward_sum: Counter[str] = field(default_factory=Counter)
     failed: int = 0
     feedback_failed: int = 0
+    # Status and start of the body of every failed request, by route, for the failure report.
+    failures: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     recent_arms: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
     # (decision id, arm, reward) of every invoke, for replaying feedback.
     outcomes: list[tuple[str, str, float]] = field(default_factory=list)
@@ -55,6 +57,7 @@ async def run_traffic(
                 async with session.post(f"/invoke/{experiment}/predict", json={"features": [1, 2, 3]}) as response:
                     if response.status != 200:
                         tally.failed += 1
+                        tally.failures[("invoke", response.status, (await response.text())[:120])] += 1
                         continue
                     payload = await response.json()
                     arm = response.headers["X-Bandit-Arm"]
@@ -70,6 +73,7 @@ async def run_traffic(
                             tally.reward_sum[arm] += reward
                         else:
                             tally.feedback_failed += 1
+                            tally.failures[("feedback", answer.status, (await answer.text())[:120])] += 1
                 if interval:
                     await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 

@@ -32,8 +32,10 @@ class Softmax:
         if untried.any():
             # Means of untried arms are unknown, not 0: give each a first look before weighing.
             return argmax_ties_shared(untried.astype(np.float64))
-        # scipy's softmax subtracts the maximum first, so a cold temperature cannot overflow.
-        return softmax(stats.means / self.current_temperature(stats))
+        # Shift by the best mean before dividing: mean/τ alone overflows to inf for a tiny τ.
+        # Worse arms may still reach -inf, which is exactly their weight of 0.
+        with np.errstate(over="ignore"):
+            return softmax((stats.means - stats.means.max()) / self.current_temperature(stats))
 
     def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
         return choose_from_allocation(self.allocation(stats, rng), rng, size)

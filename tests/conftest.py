@@ -38,13 +38,16 @@ def redis_url() -> Iterator[str]:
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _flush_test_db(redis_url: str) -> None:
+@pytest.fixture(scope="session")
+def clean_test_db(redis_url: str) -> str:
+    """The test database, flushed once per session: only for tests that use Redis, so a run of
+    the pure policy tests never wipes the state of another run's service."""
     import redis as sync_redis
 
     client = sync_redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
+    return redis_url
 
 
 @pytest.fixture
@@ -64,8 +67,8 @@ def models() -> Iterator[ModelServers]:
 
 
 @pytest.fixture(scope="session")
-def service(redis_url: str, models: ModelServers) -> Iterator[ServiceProcess]:
-    process = ServiceProcess(redis_url).start()
+def service(clean_test_db: str, models: ModelServers) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(clean_test_db).start()
     yield process
     process.stop()
 
