@@ -183,14 +183,20 @@ def run_job(job: Job) -> Outcome:
     return Outcome(job, scenario.pseudo_regret(chosen), elapsed / job.horizon)
 
 
-def plan_jobs(scenarios: Iterable[str], seeds: int, horizon: int, with_mabwiser: bool) -> list[Job]:
+def plan_jobs(
+    scenarios: Iterable[str], seeds: int, horizon: int, with_mabwiser: bool, only: set[str] | None = None
+) -> list[Job]:
     """Every (scenario, seed, contender), MABWiser's first: its jobs are the longest, so the pool ends evenly."""
     jobs = []
     for name in scenarios:
         for seed in range(seeds):
             if with_mabwiser:
                 jobs += [Job(name, "mabwiser", i, seed, horizon) for i in range(len(MABWISER))]
-            jobs += [Job(name, "ours", i, seed, horizon) for i in range(len(OURS))]
+            jobs += [
+                Job(name, "ours", i, seed, horizon)
+                for i, contender in enumerate(OURS)
+                if only is None or contender.label in only
+            ]
     library_order: dict[Library, int] = {"mabwiser": 0, "ours": 1}
     return sorted(jobs, key=lambda job: library_order[job.library])
 
@@ -346,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--horizon", type=int, default=DEFAULT_HORIZON)
     parser.add_argument("--skip-mabwiser", action="store_true", help="only our contenders (ratios use the anchors)")
+    parser.add_argument("--only", help="comma-separated labels of our contenders to run (default: all)")
     args = parser.parse_args(argv)
     names = [name.strip().upper() for name in args.scenarios.split(",") if name.strip()]
     unknown = [name for name in names if name not in SCENARIOS]
@@ -353,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     print(header(args.seeds, args.horizon, args.processes), flush=True)
     started = time.monotonic()
-    jobs = plan_jobs(names, args.seeds, args.horizon, with_mabwiser=not args.skip_mabwiser)
+    only = set(args.only.split(",")) if args.only else None
+    jobs = plan_jobs(names, args.seeds, args.horizon, with_mabwiser=not args.skip_mabwiser, only=only)
     rows = collect_rows(run_jobs(jobs, args.processes))
     ordered = {name: rows[name] for name in names}
     print(format_plain(ordered, args.horizon))
