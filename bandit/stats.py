@@ -79,7 +79,7 @@ def experiment_stats(
     return ExperimentStats(
         experiment=experiment.name,
         status=experiment.status,
-        policy=type(experiment.policy).__struct_config__.tag,  # type: ignore[attr-defined]
+        policy=str(type(experiment.policy).__struct_config__.tag),
         leader=leader,
         totals=Totals(
             decisions=int(counters.decisions.sum()),

@@ -92,8 +92,10 @@ def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float
     else:
         # Stored as of each arm's last step; every later observation discounts them once more.
         decay = discount ** (float(step) - column(keys.policy_step_field))
-        policy = tuple(
-            column(field) * decay for field in (keys.policy_pulls_field, keys.policy_sum_field, keys.policy_sq_field)
+        policy = (
+            column(keys.policy_pulls_field) * decay,
+            column(keys.policy_sum_field) * decay,
+            column(keys.policy_sq_field) * decay,
         )
     return ArmCounters(
         incarnation=incarnation.decode() if incarnation is not None else None,
@@ -109,6 +111,19 @@ def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float
         changes=column(keys.changes_field),
         last_change_at=column(keys.last_change_field),
     )
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (the client returns bytes; its type hints also allow str)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def as_bytes_hash(reply: dict[Any, Any]) -> dict[bytes, bytes]:
+    """An HGETALL reply with its keys and values as bytes."""
+    return {
+        (k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else v.encode())
+        for k, v in reply.items()
+    }
 
 
 def new_incarnation() -> str:
@@ -136,7 +151,7 @@ class ExperimentStore:
             if not created:
                 raise ExperimentExists(spec.name)
             # The index lives in another cluster slot, so it is written after the config;
-            # `list` ignores names whose config is missing.
+            # `list_all` ignores names whose config is missing.
             await self.redis.sadd(keys.EXPERIMENTS, spec.name)
             await self.redis.publish(keys.CHANGES_CHANNEL, spec.name)
         return experiment
@@ -148,9 +163,9 @@ class ExperimentStore:
             raise ExperimentNotFound(name)
         return _decode_experiment(raw)
 
-    async def list(self) -> list[Experiment]:
+    async def list_all(self) -> list[Experiment]:
         with translate_redis_errors():
-            names = sorted(n.decode() for n in await self.redis.smembers(keys.EXPERIMENTS))
+            names = sorted(as_text(n) for n in await self.redis.smembers(keys.EXPERIMENTS))
             async with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.get(keys.config(name))
@@ -192,7 +207,7 @@ class ExperimentStore:
     async def counters(self, name: str, arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
         with translate_redis_errors():
             raw = await self.redis.hgetall(keys.stats(name))
-        return parse_counters(raw, arms, discount)
+        return parse_counters(as_bytes_hash(raw), arms, discount)
 
     async def latency_histograms(self, name: str) -> dict[str, dict[int, int]]:
         """Latency histogram per arm: {arm: {bucket: count}}."""
@@ -200,7 +215,7 @@ class ExperimentStore:
             raw = await self.redis.hgetall(keys.latency(name))
         histograms: dict[str, dict[int, int]] = {}
         for field, count in raw.items():
-            arm, _, bucket = field.decode().rpartition(":")
+            arm, _, bucket = as_text(field).rpartition(":")
             histograms.setdefault(arm, {})[int(bucket)] = int(count)
         return histograms
 
@@ -242,7 +257,7 @@ class ExperimentStore:
             await self.redis.set(keys.SECRET, secrets.token_hex(32), nx=True)
             secret = await self.redis.get(keys.SECRET)
         assert secret is not None
-        return bytes(secret)
+        return secret if isinstance(secret, bytes) else secret.encode()
 
     @contextlib.asynccontextmanager
     async def changes(self) -> AsyncIterator[Any]:
@@ -252,4 +267,4 @@ class ExperimentStore:
             await pubsub.subscribe(keys.CHANGES_CHANNEL)
             yield pubsub
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated

@@ -24,7 +24,8 @@ class Policy(Protocol):
 def argmax_ties_shared(values: FloatArray) -> FloatArray:
     """One-hot of the maximum of `values`, split evenly between ties; shape (K,)."""
     best = values == values.max()
-    return best / best.sum()
+    shares: FloatArray = best / best.sum()
+    return shares
 
 
 def choose_from_allocation(allocation: FloatArray, rng: np.random.Generator, size: int) -> IndexArray:

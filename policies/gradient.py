@@ -51,7 +51,8 @@ class GradientBandit:
 
     def allocation(self, stats: ArmStatistics, rng: np.random.Generator) -> FloatArray:
         preferences = stats.preferences if stats.preferences is not None else np.zeros(stats.arms)
-        return softmax(preferences)
+        shares: FloatArray = softmax(preferences)
+        return shares
 
     def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
         return choose_from_allocation(self.allocation(stats, rng), rng, size)

@@ -27,7 +27,8 @@ class BurnIn:
     def allocation(self, stats: ArmStatistics, rng: np.random.Generator) -> FloatArray:
         short = self._short(stats)
         if short.any():
-            return short / short.sum()
+            shares: FloatArray = short / short.sum()
+            return shares
         return self.policy.allocation(stats, rng)
 
     def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:

@@ -90,12 +90,14 @@ def sample_means(stats: ArmStatistics, model: PosteriorModel, rng: np.random.Gen
 def probability_best(samples: FloatArray) -> FloatArray:
     """Share of posterior draws in which each arm has the highest mean; (draws, K) -> (K,)."""
     winners = samples.argmax(axis=1)
-    return np.bincount(winners, minlength=samples.shape[1]) / samples.shape[0]
+    shares: FloatArray = np.bincount(winners, minlength=samples.shape[1]) / samples.shape[0]
+    return shares
 
 
 def expected_loss(samples: FloatArray) -> FloatArray:
     """Mean reward given up by choosing each arm instead of the best; (draws, K) -> (K,)."""
-    return (samples.max(axis=1, keepdims=True) - samples).mean(axis=0)
+    loss: FloatArray = (samples.max(axis=1, keepdims=True) - samples).mean(axis=0)
+    return loss
 
 
 def _frozen(stats: ArmStatistics, model: PosteriorModel) -> scipy_stats.rv_continuous:

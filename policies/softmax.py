@@ -35,7 +35,8 @@ class Softmax:
         # Shift by the best mean before dividing: mean/τ alone overflows to inf for a tiny τ.
         # Worse arms may still reach -inf, which is exactly their weight of 0.
         with np.errstate(over="ignore"):
-            return softmax((stats.means - stats.means.max()) / self.current_temperature(stats))
+            shares: FloatArray = softmax((stats.means - stats.means.max()) / self.current_temperature(stats))
+        return shares
 
     def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
         return choose_from_allocation(self.allocation(stats, rng), rng, size)

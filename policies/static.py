@@ -28,7 +28,8 @@ class StaticWeights:
         if stats.arms != len(self.weights):
             raise ValueError(f"{len(self.weights)} weights for {stats.arms} arms")
         weights = np.asarray(self.weights, dtype=np.float64)
-        return weights / weights.sum()
+        shares: FloatArray = weights / weights.sum()
+        return shares
 
     def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
         return choose_from_allocation(self.allocation(stats, rng), rng, size)

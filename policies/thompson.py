@@ -21,7 +21,8 @@ class ThompsonSampling:
 
     def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
         # One posterior draw per decision: the argmax is a sample from P(arm is best).
-        return sample_means(stats, self.model, rng, size).argmax(axis=1)
+        chosen: IndexArray = sample_means(stats, self.model, rng, size).argmax(axis=1)
+        return chosen
 
     def allocation(self, stats: ArmStatistics, rng: np.random.Generator) -> FloatArray:
         return probability_best(sample_means(stats, self.model, rng, ALLOCATION_DRAWS))

@@ -15,7 +15,7 @@ from bandit import keys
 from bandit.exceptions import StoreUnavailable
 from bandit.learning import policy_discount
 from bandit.models import Experiment
-from bandit.store import ExperimentStore, parse_counters, translate_redis_errors
+from bandit.store import ExperimentStore, as_text, parse_counters, translate_redis_errors
 from proxy.snapshot import Snapshot
 
 log = logging.getLogger("mab.proxy.registry")
@@ -94,7 +94,7 @@ class SnapshotRegistry:
     async def refresh_all(self) -> None:
         """Re-read every experiment in two pipelined round trips."""
         with translate_redis_errors():
-            names = sorted(n.decode() for n in await self.store.redis.smembers(keys.EXPERIMENTS))
+            names = sorted(as_text(n) for n in await self.store.redis.smembers(keys.EXPERIMENTS))
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.get(keys.config(name))

@@ -11,12 +11,12 @@ from litestar.handlers.base import BaseRouteHandler
 from bandit.exceptions import Forbidden, NotAuthenticated
 
 
-def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """401 without a bearer token, 403 with a wrong one; compared in constant time."""
     expected: str | None = connection.app.state.services.settings.admin_token
     if not expected:
         raise NotAuthenticated(detail="the management API is disabled: start the service with BANDIT_ADMIN_TOKEN set")
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    scheme, _space, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise NotAuthenticated(
             detail="management requires 'Authorization: Bearer <BANDIT_ADMIN_TOKEN>'",

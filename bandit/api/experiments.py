@@ -57,7 +57,7 @@ class ExperimentsController(Controller):
 
     @get("/")
     async def list_experiments(self, services: Services) -> list[Experiment]:
-        return await services.store.list()
+        return await services.store.list_all()
 
     @get("/{name:str}")
     async def get_experiment(self, name: str, services: Services) -> Experiment:

@@ -28,13 +28,13 @@ async def test_create_get_list_delete(redis: Redis) -> None:
     store = ExperimentStore(redis)
     created = await store.create(SPEC)
     assert (await store.get("shop")) == created
-    assert [e.name for e in await store.list()] == ["shop"]
+    assert [e.name for e in await store.list_all()] == ["shop"]
     with pytest.raises(ExperimentExists):
         await store.create(SPEC)
     await store.delete("shop")
     with pytest.raises(ExperimentNotFound):
         await store.get("shop")
-    assert await store.list() == []
+    assert await store.list_all() == []
 
 
 async def test_every_key_of_an_experiment_is_in_its_hash_slot(redis: Redis) -> None:
