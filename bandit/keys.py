@@ -60,6 +60,11 @@ def errors_field(arm: str) -> str:
     return f"e:{arm}"
 
 
+def mirror_dropped_field(arm: str) -> str:
+    """Copies for a shadow arm dropped because the mirror queue was full."""
+    return f"md:{arm}"
+
+
 def latency_field(arm: str, bucket: int) -> str:
     return f"{arm}:{bucket}"
 

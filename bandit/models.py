@@ -33,7 +33,14 @@ class ArmSpec(Base):
     name: Name
     url: UpstreamUrl
     weight: Annotated[float, Meta(ge=0, le=1e9)] = 1.0
+    # A shadow arm gets a copy of `mirror_percent` % of the served requests; its answers are discarded.
     shadow: bool = False
+    mirror_percent: Annotated[float, Meta(ge=0, le=100)] = 100.0
+    # Per-arm timeouts; omitted, the service's BANDIT_UPSTREAM_CONNECT_TIMEOUT / BANDIT_UPSTREAM_TIMEOUT.
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=600)] | None = None
+    read_timeout_s: Annotated[float, Meta(gt=0, le=3600)] | None = None
+    # Path probed every few seconds (e.g. "/health"); a failing probe takes the arm out of rotation.
+    health_path: Annotated[str, Meta(pattern=r"^/[^?#\s]*$", max_length=512)] | None = None
 
 
 class ChangeDetectionSettings(Base):

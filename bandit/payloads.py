@@ -87,6 +87,10 @@ class ArmStats(Base):
     latency_ms: LatencySummary
     errors: int
     healthy: bool
+    # "healthy", "probation" (back from an ejection, on trial) or "ejected" (no traffic).
+    health: str
+    # Copies for this shadow arm dropped because the mirror queue was full.
+    mirror_dropped: int
     changes: ChangeSummary
 
 

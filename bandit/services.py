@@ -17,9 +17,12 @@ from bandit.settings import Settings
 from bandit.store import ExperimentStore
 from proxy.aiohttp_client import AiohttpUpstreamClient
 from proxy.app import ProxyApp
-from proxy.health import ArmHealth
+from proxy.health import ArmHealth, HealthProber
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry, running
+from proxy.shadow import ShadowMirror
+from proxy.sticky import StickyAssignments
+from proxy.upstream import Timeouts
 
 log = logging.getLogger("mab")
 #: How long start-up waits for Redis before giving up with a clear message.
@@ -37,6 +40,7 @@ class Services:
     signer: DecisionSigner
     proxy: ProxyApp
     rng: np.random.Generator
+    mirror: ShadowMirror
 
 
 async def _decision_secret(settings: Settings, store: ExperimentStore) -> bytes:
@@ -58,6 +62,16 @@ async def _decision_secret(settings: Settings, store: ExperimentStore) -> bytes:
             return secret
 
 
+def _probe_targets(registry: SnapshotRegistry) -> list[tuple[str, str]]:
+    """(base url, health path) of every arm that asks to be probed, across this process's experiments."""
+    return [
+        (arm.url, arm.health_path)
+        for snapshot in list(registry.snapshots.values())
+        for arm in snapshot.experiment.arms
+        if arm.health_path is not None
+    ]
+
+
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Connect to Redis, start the background loops, and tear everything down on exit."""
@@ -72,19 +86,35 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         registry = SnapshotRegistry(store, rng, settings.refresh_interval_s)
         recorder = DecisionRecorder(store, settings.flush_interval_s)
         health = ArmHealth()
+        mirror = ShadowMirror(client, recorder, health, queue_size=settings.shadow_queue_size)
         proxy = ProxyApp(
-            registry, recorder, client, signer, health, settings.max_body_bytes, settings.upstream_timeout_s
+            registry,
+            recorder,
+            client,
+            signer,
+            health,
+            settings.max_body_bytes,
+            Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s),
+            mirror=mirror,
+            sticky=StickyAssignments(ttl_s=settings.sticky_ttl_s),
         )
-        services = Services(settings, redis, store, registry, recorder, health, signer, proxy, rng)
+        services = Services(settings, redis, store, registry, recorder, health, signer, proxy, rng, mirror)
         with contextlib.suppress(StoreUnavailable):
             await registry.refresh_all()
+        prober = HealthProber(health, interval_s=settings.probe_interval_s)
         flusher = asyncio.create_task(recorder.run())
+        background = [
+            flusher,
+            asyncio.create_task(mirror.run()),
+            asyncio.create_task(prober.run(lambda: _probe_targets(registry))),
+        ]
         async with running(registry):
             try:
                 yield services
             finally:
-                flusher.cancel()
-                await asyncio.gather(flusher, return_exceptions=True)
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
                 try:
                     await recorder.flush()
                 except StoreUnavailable:

@@ -26,9 +26,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     refresh_interval_s: float = 0.5
     # How often locally counted decisions are written to Redis.
     flush_interval_s: float = 0.2
-    # Largest request body the proxy buffers and forwards.
+    # Largest request body the proxy forwards (streamed, never held whole); 413 past it.
     max_body_bytes: int = 16 * 1024 * 1024
+    # Waiting for an upstream's response (each read); an arm's read_timeout_s overrides it.
     upstream_timeout_s: float = 30.0
+    # Waiting for a connection to an upstream; an arm's connect_timeout_s overrides it.
+    upstream_connect_timeout_s: float = 2.0
+    # Copies for shadow arms waiting to be sent; beyond this they are dropped and counted.
+    shadow_queue_size: int = 1024
+    # Seconds between active health probes of the arms that have a health_path.
+    probe_interval_s: float = 2.0
+    # How long a process remembers the arm it gave a sticky unit (X-Bandit-Unit).
+    sticky_ttl_s: float = 3600.0
     log_level: str = "info"
 
 
@@ -44,6 +53,10 @@ _ENVIRONMENT = {
     "flush_interval_s": "BANDIT_FLUSH_INTERVAL",
     "max_body_bytes": "BANDIT_MAX_BODY_BYTES",
     "upstream_timeout_s": "BANDIT_UPSTREAM_TIMEOUT",
+    "upstream_connect_timeout_s": "BANDIT_UPSTREAM_CONNECT_TIMEOUT",
+    "shadow_queue_size": "BANDIT_SHADOW_QUEUE_SIZE",
+    "probe_interval_s": "BANDIT_PROBE_INTERVAL",
+    "sticky_ttl_s": "BANDIT_STICKY_TTL",
     "log_level": "BANDIT_LOG_LEVEL",
 }
 

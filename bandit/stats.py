@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bandit.latency_histogram import quantile
-from bandit.models import Experiment
+from bandit.models import ArmSpec, Experiment
 from bandit.payloads import ArmStats, ChangeSummary, ExperimentStats, LatencySummary, StoppingStatus, Totals
 from bandit.policy_inputs import allocation, policy_statistics, posterior_model, reward_scale
 from bandit.store import ArmCounters
@@ -19,7 +19,7 @@ def experiment_stats(
     experiment: Experiment,
     counters: ArmCounters,
     latencies: dict[str, dict[int, int]],
-    is_healthy: Callable[[str], bool],
+    health_of: Callable[[ArmSpec], str],
     rng: np.random.Generator,
 ) -> ExperimentStats:
     """Assemble the stats response from the experiment's counters."""
@@ -58,7 +58,9 @@ def experiment_stats(
                 allocation=float(shares[i]),
                 latency_ms=LatencySummary(p50=quantile(histogram, 0.5), p99=quantile(histogram, 0.99)),
                 errors=int(counters.errors[i]),
-                healthy=is_healthy(arm.name),
+                healthy=health_of(arm) != "ejected",
+                health=health_of(arm),
+                mirror_dropped=int(counters.mirror_dropped[i]),
                 changes=ChangeSummary(
                     detected=int(counters.changes[i]),
                     last_at=float(counters.last_change_at[i]) or None,

@@ -50,6 +50,7 @@ class ArmCounters:
     reward_sum: np.ndarray
     reward_sq_sum: np.ndarray
     errors: np.ndarray
+    mirror_dropped: np.ndarray
     # What the policy reads: discounted (and reset on detected changes) rewards, sums, squares.
     policy_pulls: np.ndarray
     policy_sum: np.ndarray
@@ -104,6 +105,7 @@ def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float
         reward_sum=reward_sum,
         reward_sq_sum=reward_sq_sum,
         errors=column(keys.errors_field),
+        mirror_dropped=column(keys.mirror_dropped_field),
         policy_pulls=policy[0],
         policy_sum=policy[1],
         policy_sq_sum=policy[2],

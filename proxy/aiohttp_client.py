@@ -8,8 +8,14 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.exceptions import UpstreamTimeout, UpstreamUnreachable
-from proxy.upstream import Headers, Origin
+from proxy.exceptions import (
+    UpstreamConnectFailed,
+    UpstreamConnectTimeout,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from proxy.upstream import Headers, Origin, RequestBody, Timeouts
 
 _READ_CHUNK = 64 * 1024
 
@@ -42,7 +48,7 @@ class AiohttpUpstreamClient:
         )
 
     async def send(
-        self, method: str, origin: Origin, target: str, headers: Headers, body: bytes, timeout_s: float
+        self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
     ) -> AiohttpResponse:
         path, _, query = target.partition("?")
         url = URL.build(
@@ -61,12 +67,20 @@ class AiohttpUpstreamClient:
                 headers=request_headers,
                 data=body or None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s),
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s, sock_read=timeouts.read_s),
             )
+        except aiohttp.ConnectionTimeoutError as error:
+            raise UpstreamConnectTimeout(str(error)) from error
         except TimeoutError as error:
             raise UpstreamTimeout(str(error)) from error
+        except aiohttp.ClientConnectorError as error:
+            raise UpstreamConnectFailed(str(error)) from error
         except aiohttp.ClientError as error:
             raise UpstreamUnreachable(str(error)) from error
+        except UpstreamError:
+            raise
+        except Exception as error:  # e.g. the request body's own stream failed mid-way
+            raise UpstreamUnreachable(f"{type(error).__name__}: {error}") from error
         return AiohttpResponse(response)
 
     async def close(self) -> None:

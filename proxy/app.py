@@ -2,35 +2,38 @@
 
 A raw ASGI app mounted under Litestar: the hot path skips request parsing and
 dependency injection, and touches Redis never (snapshots and the recorder do).
+Bodies stream both ways; a request whose connection could not be made goes once to
+another healthy arm; shadow arms get a copy in the background.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from bandit.decision_ids import DecisionSigner
+from bandit.models import ArmSpec, Experiment
 from proxy.exceptions import UpstreamError
 from proxy.headers import request_headers, response_headers
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry
+from proxy.request_body import BodyTooLarge, ClientDisconnected, StreamedBody, read_request_body
+from proxy.shadow import MirroredRequest, ShadowMirror
+from proxy.snapshot import Snapshot
+from proxy.sticky import StickyAssignments
 from proxy.target import BadTarget, parse_invoke_path, upstream_target
-from proxy.upstream import Origin, UpstreamClient
+from proxy.upstream import Headers, Origin, Timeouts, UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("mab.proxy")
 Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 _encode = msgspec.json.Encoder().encode
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class ProxyApp:
@@ -44,7 +47,9 @@ class ProxyApp:
         signer: DecisionSigner,
         health: ArmHealth,
         max_body_bytes: int,
-        timeout_s: float,
+        timeouts: Timeouts,
+        mirror: ShadowMirror | None = None,
+        sticky: StickyAssignments | None = None,
     ) -> None:
         self.registry = registry
         self.recorder = recorder
@@ -52,7 +57,9 @@ class ProxyApp:
         self.signer = signer
         self.health = health
         self.max_body_bytes = max_body_bytes
-        self.timeout_s = timeout_s
+        self.timeouts = timeouts
+        self.mirror = mirror
+        self.sticky = sticky or StickyAssignments()
         self._origins: dict[str, Origin] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,38 +77,89 @@ class ProxyApp:
         if snapshot is None:
             await _error(send, 404, f"experiment {name!r} does not exist")
             return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        declared = next((value for key, value in headers if key == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            return
         try:
-            body = await self._read_body(scope, receive)
+            body = await read_request_body(receive, self.max_body_bytes)
         except BodyTooLarge:
             await _error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
             return
-
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        unit = next((value for key, value in headers if key == b"x-bandit-unit"), None)
-        index = snapshot.choose_for_unit(unit.decode("latin-1")) if unit else snapshot.choose()
-        arm = snapshot.experiment.arms[index]
-        experiment = snapshot.experiment
-        client = scope.get("client")
-        forwarded = request_headers(headers, client[0] if client else None, scope.get("scheme", "http"))
-
-        started = time.perf_counter()
-        try:
-            response = await self.client.send(
-                scope["method"], self._origin(arm.url), target, forwarded, body, self.timeout_s
-            )
-        except UpstreamError as error:
-            self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
-            self.health.observe(name, arm.name, failed=True)
-            log.warning("arm %s of %s failed: %s: %s", arm.name, name, type(error).__name__, error)
-            await _error(send, error.status_code, f"arm {arm.name!r}: {error.message}", arm=arm.name, experiment=name)
+        except ClientDisconnected:
             return
 
+        unit = next((value for key, value in headers if key == b"x-bandit-unit"), None)
+        client = scope.get("client")
+        forwarded = request_headers(headers, client[0] if client else None, scope.get("scheme", "http"))
+        if isinstance(body, StreamedBody) and declared is not None:
+            # Streamed on with the length the client declared, so the upstream needs no chunked decoding.
+            forwarded.append((b"content-length", declared))
+        await self._forward(send, scope["method"], snapshot, unit, target, forwarded, body)
+
+    async def _forward(
+        self,
+        send: Send,
+        method: str,
+        snapshot: Snapshot,
+        unit: bytes | None,
+        target: str,
+        headers: Headers,
+        body: bytes | StreamedBody,
+    ) -> None:
+        experiment = snapshot.experiment
+        name = experiment.name
+        index = self._choose(snapshot, unit)
+        response: UpstreamResponse | None = None
+        for attempt in (1, 2):
+            arm = experiment.arms[index]
+            started = time.perf_counter()
+            try:
+                response = await self.client.send(
+                    method, self._origin(arm.url), target, headers, body, self._timeouts(arm)
+                )
+            except UpstreamError as error:
+                self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
+                self.health.observe(arm.url, failed=True)
+                if isinstance(body, StreamedBody) and body.too_large:
+                    await _error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+                    return
+                log.warning("arm %s of %s failed: %s: %s", arm.name, name, type(error).__name__, error)
+                # Nothing reached the upstream and the body can be sent again: one more try elsewhere.
+                replayable = not (isinstance(body, StreamedBody) and body.started)
+                alternative = snapshot.choose_other(index, self._healthy_index(experiment))
+                if attempt == 1 and error.retryable and replayable and alternative is not None:
+                    log.info("request to %s retried on arm %s", name, experiment.arms[alternative].name)
+                    index = alternative
+                    continue
+                await _error(
+                    send, error.status_code, f"arm {arm.name!r}: {error.message}", arm=arm.name, experiment=name
+                )
+                return
+            break
+        assert response is not None
+        arm = experiment.arms[index]
         # Time to the upstream's response headers: what a latency penalty charges the arm for.
         latency_us = int((time.perf_counter() - started) * 1e6)
         decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
+        if isinstance(body, bytes):
+            self._mirror(experiment, method, target, headers, body)
+        await self._relay(send, response, experiment, arm, decision, started)
+
+    async def _relay(
+        self,
+        send: Send,
+        response: UpstreamResponse,
+        experiment: Experiment,
+        arm: ArmSpec,
+        decision: str,
+        started: float,
+    ) -> None:
+        """Stream the upstream's answer back with the bandit headers, then count it."""
         out_headers = response_headers(response.headers)
         out_headers += [
-            (b"x-bandit-experiment", name.encode()),
+            (b"x-bandit-experiment", experiment.name.encode()),
             (b"x-bandit-arm", arm.name.encode()),
             (b"x-bandit-decision", decision.encode()),
         ]
@@ -114,28 +172,58 @@ class ProxyApp:
         except UpstreamError as error:
             # Headers are gone already: all that is left is to cut the response short.
             failed = True
-            log.warning("arm %s of %s broke off its response: %s", arm.name, name, error)
+            log.warning("arm %s of %s broke off its response: %s", arm.name, experiment.name, error)
         finally:
             await response.close()
             latency_ms = (time.perf_counter() - started) * 1000.0
-            self.recorder.record(name, experiment.incarnation, arm.name, latency_ms, error=failed)
-            self.health.observe(name, arm.name, failed=failed)
+            self.recorder.record(experiment.name, experiment.incarnation, arm.name, latency_ms, error=failed)
+            self.health.observe(arm.url, failed=failed)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        declared = next((value for key, value in scope["headers"] if key == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise BodyTooLarge
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+    def _choose(self, snapshot: Snapshot, unit: bytes | None) -> int:
+        healthy = self._healthy_index(snapshot.experiment)
+        if not unit or snapshot.policy is None:
+            return snapshot.choose_healthy(healthy)
+        # A unit keeps the arm it was first given (for the TTL) while that arm serves and is healthy;
+        # a new unit hashes onto the allocation, so every replica gives it the same arm.
+        unit_id = unit.decode("latin-1")
+        remembered = self.sticky.get(snapshot.name, unit_id)
+        index = snapshot.serving_index(remembered) if remembered is not None else None
+        if index is None:
+            index = snapshot.choose_for_unit(unit_id)
+            self.sticky.remember(snapshot.name, unit_id, snapshot.experiment.arms[index].name)
+        if healthy(index):
+            return index
+        return snapshot.choose_other(index, healthy) or index
+
+    def _healthy_index(self, experiment: Experiment) -> Callable[[int], bool]:
+        arms = experiment.arms
+        return lambda index: self.health.is_healthy(arms[index].url)
+
+    def _timeouts(self, arm: ArmSpec) -> Timeouts:
+        if arm.connect_timeout_s is None and arm.read_timeout_s is None:
+            return self.timeouts
+        return Timeouts(arm.connect_timeout_s or self.timeouts.connect_s, arm.read_timeout_s or self.timeouts.read_s)
+
+    def _mirror(self, experiment: Experiment, method: str, target: str, headers: Headers, body: bytes) -> None:
+        """Offer a copy to each shadow arm (small, whole bodies only: a stream cannot be read twice)."""
+        if self.mirror is None:
+            return
+        for arm in experiment.arms:
+            if arm.shadow and experiment.status == "running" and ShadowMirror.wanted(arm.mirror_percent):
+                self.mirror.offer(
+                    MirroredRequest(
+                        experiment.name,
+                        experiment.incarnation,
+                        arm.name,
+                        arm.url,
+                        self._origin(arm.url),
+                        method,
+                        target,
+                        headers,
+                        body,
+                        self._timeouts(arm),
+                    )
+                )
 
     def _origin(self, url: str) -> Origin:
         origin = self._origins.get(url)

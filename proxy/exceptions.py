@@ -1,11 +1,14 @@
 """Errors of the forwarding path.
 
-UpstreamError                 the upstream did not give a response
-├── UpstreamUnreachable  502  connect refused, reset, protocol error
-└── UpstreamTimeout      504  connect or read timed out
+UpstreamError                      the upstream did not give a response
+├── UpstreamUnreachable       502  connection reset, protocol error
+│   └── UpstreamConnectFailed 502  no connection at all (refused, no route): nothing was sent
+└── UpstreamTimeout           504  read timed out
+    └── UpstreamConnectTimeout 504 the connection was not made in time: nothing was sent
 
 Each client translates its own library's errors into these at one boundary
-(its ``send``); details go to the log, never to the caller.
+(its ``send``); details go to the log, never to the caller. `retryable` marks the
+failures after which no byte reached the upstream, so the request may go to another arm.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 class UpstreamError(Exception):
     status_code = 502
     message = "upstream failed"
+    retryable = False
 
 
 class UpstreamUnreachable(UpstreamError):
@@ -21,6 +25,16 @@ class UpstreamUnreachable(UpstreamError):
     message = "upstream is unreachable"
 
 
+class UpstreamConnectFailed(UpstreamUnreachable):
+    message = "upstream refused the connection"
+    retryable = True
+
+
 class UpstreamTimeout(UpstreamError):
     status_code = 504
     message = "upstream timed out"
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    message = "upstream did not accept the connection in time"
+    retryable = True

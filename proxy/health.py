@@ -1,25 +1,132 @@
-"""Passive health of each arm, as seen by this process's forwarded requests."""
+"""Health of each upstream as this process sees it: passive ejection plus an active probe.
+
+Passive: after `failures_to_eject` consecutive failed requests an upstream is ejected
+for a back-off period (doubling on each relapse, up to a cap); when the period ends it
+takes traffic again on probation, and its first success clears the record.
+Active: a background probe of each upstream's health path (see `HealthProber`) ejects an
+upstream whose probe fails and readmits it as soon as a probe succeeds.
+Upstreams are keyed by base URL: one model server behind several experiments is one health.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-#: Consecutive failed requests after which an arm is reported unhealthy.
-FAILURES_UNTIL_UNHEALTHY = 3
+import httpx
+
+log = logging.getLogger("mab.proxy.health")
+
+FAILURES_TO_EJECT = 3
+FIRST_BACKOFF_S = 2.0
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(slots=True)
+class _Record:
+    consecutive_failures: int = 0
+    ejected_until: float = 0.0
+    backoff_s: float = 0.0
+    probe_failing: bool = False
 
 
 class ArmHealth:
-    """Counts consecutive failures per (experiment, arm); any success clears them."""
+    """Per-upstream failure counts and ejections; every method is O(1) and does no I/O."""
 
-    def __init__(self, failures_until_unhealthy: int = FAILURES_UNTIL_UNHEALTHY) -> None:
-        self.failures_until_unhealthy = failures_until_unhealthy
-        self._consecutive_failures: defaultdict[tuple[str, str], int] = defaultdict(int)
+    def __init__(
+        self,
+        failures_to_eject: int = FAILURES_TO_EJECT,
+        first_backoff_s: float = FIRST_BACKOFF_S,
+        max_backoff_s: float = MAX_BACKOFF_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failures_to_eject = failures_to_eject
+        self.first_backoff_s = first_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.clock = clock
+        self._records: dict[str, _Record] = {}
 
-    def observe(self, experiment: str, arm: str, failed: bool) -> None:
-        if failed:
-            self._consecutive_failures[(experiment, arm)] += 1
-        else:
-            self._consecutive_failures.pop((experiment, arm), None)
+    def observe(self, url: str, failed: bool) -> None:
+        """Count one forwarded request's outcome."""
+        record = self._records.get(url)
+        if not failed:
+            if record is not None and not record.probe_failing:
+                if record.ejected_until or record.consecutive_failures:
+                    log.info("upstream %s healthy again", url)
+                del self._records[url]
+            return
+        if record is None:
+            record = self._records[url] = _Record()
+        record.consecutive_failures += 1
+        if record.consecutive_failures >= self.failures_to_eject and self.clock() >= record.ejected_until:
+            # First ejection, or a relapse on probation: back off longer each time.
+            record.backoff_s = min(self.max_backoff_s, record.backoff_s * 2 or self.first_backoff_s)
+            record.ejected_until = self.clock() + record.backoff_s
+            log.warning(
+                "upstream %s ejected for %.0f s after %d consecutive failures",
+                url,
+                record.backoff_s,
+                record.consecutive_failures,
+            )
 
-    def is_healthy(self, experiment: str, arm: str) -> bool:
-        return self._consecutive_failures.get((experiment, arm), 0) < self.failures_until_unhealthy
+    def probed(self, url: str, ok: bool) -> None:
+        """Take an active probe's verdict: a failing probe ejects, a passing one readmits."""
+        record = self._records.get(url)
+        if ok:
+            if record is not None:
+                log.info("upstream %s passed its health probe: readmitted", url)
+                del self._records[url]
+            return
+        if record is None:
+            record = self._records[url] = _Record()
+        if not record.probe_failing:
+            log.warning("upstream %s failed its health probe: ejected", url)
+        record.probe_failing = True
+
+    def is_healthy(self, url: str) -> bool:
+        record = self._records.get(url)
+        if record is None:
+            return True
+        return not record.probe_failing and self.clock() >= record.ejected_until
+
+    def state(self, url: str) -> str:
+        """ "healthy", "ejected" (no traffic) or "probation" (traffic again after a back-off)."""
+        record = self._records.get(url)
+        if record is None:
+            return "healthy"
+        if not self.is_healthy(url):
+            return "ejected"
+        return "probation" if record.consecutive_failures else "healthy"
+
+
+class HealthProber:
+    """Probes every upstream that has a health path, every `interval_s`, off the hot path (httpx)."""
+
+    def __init__(self, health: ArmHealth, interval_s: float = 2.0, timeout_s: float = 1.0) -> None:
+        self.health = health
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+
+    async def probe_all(self, client: httpx.AsyncClient, targets: Iterable[tuple[str, str]]) -> None:
+        """Probe each (base url, health path) once, concurrently."""
+        await asyncio.gather(*(self._probe(client, url, path) for url, path in set(targets)))
+
+    async def _probe(self, client: httpx.AsyncClient, url: str, path: str) -> None:
+        try:
+            response = await client.get(url.rstrip("/") + path, timeout=self.timeout_s)
+            ok = response.status_code < 400
+        except httpx.HTTPError:
+            ok = False
+        self.health.probed(url, ok)
+
+    async def run(self, targets: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+            while True:
+                try:
+                    await self.probe_all(client, targets())
+                except Exception:  # a probe must never stop the loop that readmits upstreams
+                    log.exception("health probe round failed")
+                await asyncio.sleep(self.interval_s)

@@ -6,8 +6,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from proxy.exceptions import UpstreamTimeout, UpstreamUnreachable
-from proxy.upstream import Headers, Origin
+from proxy.exceptions import (
+    UpstreamConnectFailed,
+    UpstreamConnectTimeout,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from proxy.upstream import Headers, Origin, RequestBody, Timeouts
 
 
 class HttpxResponse:
@@ -35,7 +41,7 @@ class HttpxUpstreamClient:
         self._client = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
 
     async def send(
-        self, method: str, origin: Origin, target: str, headers: Headers, body: bytes, timeout_s: float
+        self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
     ) -> HttpxResponse:
         path, _, query = target.partition("?")
         url = httpx.URL(
@@ -45,13 +51,22 @@ class HttpxUpstreamClient:
             path=origin.base_path + path,
             query=query.encode() if query else None,
         )
-        request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout_s)
+        timeout = httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s)
+        request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)
         try:
             response = await self._client.send(request, stream=True)
+        except httpx.ConnectTimeout as error:
+            raise UpstreamConnectTimeout(str(error)) from error
         except httpx.TimeoutException as error:
             raise UpstreamTimeout(str(error)) from error
+        except httpx.ConnectError as error:
+            raise UpstreamConnectFailed(str(error)) from error
         except httpx.HTTPError as error:
             raise UpstreamUnreachable(str(error)) from error
+        except UpstreamError:
+            raise
+        except Exception as error:  # e.g. the request body's own stream failed mid-way
+            raise UpstreamUnreachable(f"{type(error).__name__}: {error}") from error
         return HttpxResponse(response)
 
     async def close(self) -> None:

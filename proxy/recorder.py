@@ -42,6 +42,13 @@ class DecisionRecorder:
         if latency_ms is not None:
             pending.latencies[keys.latency_field(arm, bucket_of(latency_ms))] += 1
 
+    def record_mirror_dropped(self, experiment: str, incarnation: str, arm: str) -> None:
+        """Count one copy for a shadow arm that the full mirror queue turned away."""
+        pending = self._pending.get((experiment, incarnation))
+        if pending is None:
+            pending = self._pending[(experiment, incarnation)] = _Pending()
+        pending.counters[keys.mirror_dropped_field(arm)] += 1
+
     async def flush(self) -> None:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""
         batch, self._pending = self._pending, {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,8 @@ from policies import ArmStatistics, Policy
 #: never holds the event loop for more than a millisecond or two, even at 100+ arms.
 DRAWS_PER_BATCH = 16_384
 MAX_CHOICE_BATCH = 256
+#: Draws from the policy before giving up on finding a healthy arm that way.
+MAX_REDRAWS = 16
 
 
 @dataclass(slots=True)
@@ -73,8 +76,40 @@ class Snapshot:
             self._cumulative = np.cumsum(allocation(self.experiment, self.stats, self.rng, self.policy))
         return self._cumulative
 
+    def choose_healthy(self, healthy: Callable[[int], bool]) -> int:
+        """Like `choose`, skipping arms that are not healthy.
+
+        Redrawing from the policy until a healthy arm comes up hands an ejected arm's
+        share to the others in proportion to theirs. With every serving arm unhealthy,
+        the policy's own choice stands: trying is better than refusing.
+        """
+        index = self.choose()
+        for _ in range(MAX_REDRAWS):
+            if healthy(index):
+                return index
+            index = self.choose()
+        if healthy(index):
+            return index
+        other = self.choose_other(index, healthy)
+        return index if other is None else other
+
+    def choose_other(self, index: int, healthy: Callable[[int], bool]) -> int | None:
+        """A healthy serving arm other than `index`, by the allocation; None if there is none."""
+        others = [i for i in self.serving if i != index and healthy(i)]
+        if not others:
+            return None
+        weights = self.allocation[others]
+        if weights.sum() <= 0:
+            return int(self.rng.choice(others))
+        return int(self.rng.choice(others, p=weights / weights.sum()))
+
+    def serving_index(self, arm_name: str) -> int | None:
+        """Index of `arm_name` if it may take traffic now."""
+        return next((i for i in self.serving if self.experiment.arms[i].name == arm_name), None)
+
     def choose_for_unit(self, unit: str) -> int:
-        """Sticky choice: a unit maps to the same arm while the allocation holds."""
+        """Sticky choice: a unit hashes onto the allocation, so it maps to the same arm on every
+        replica, and only units near a boundary move when the allocation shifts."""
         cumulative = self._cumulative_allocation()
         digest = hashlib.blake2b(f"{self.name}\0{unit}".encode(), digest_size=8).digest()
         position = int.from_bytes(digest, "big") / 2**64 * cumulative[-1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -27,6 +27,17 @@ class Origin:
 
 
 Headers = list[tuple[bytes, bytes]]
+#: A request body: whole, or streamed chunk by chunk (sent with the Content-Length the
+#: headers carry, else chunked).
+RequestBody = bytes | AsyncIterable[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long to wait for a connection, and for each read of the response."""
+
+    connect_s: float
+    read_s: float
 
 
 class UpstreamResponse(Protocol):
@@ -44,9 +55,14 @@ class UpstreamClient(Protocol):
     """Sends one request to a configured origin; raises UpstreamError subclasses."""
 
     async def send(
-        self, method: str, origin: Origin, target: str, headers: Headers, body: bytes, timeout_s: float
+        self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
     ) -> UpstreamResponse:
-        """Send `method` `target` (path and query, percent-encoded) to `origin`; the body streams back."""
+        """Send `method` `target` (path and query, percent-encoded) to `origin`; the body streams back.
+
+        Raises UpstreamUnreachable when no connection could be made (nothing was sent, so the
+        request may be retried elsewhere), UpstreamTimeout on a timeout, and UpstreamError
+        subclasses for anything else that went wrong before the response headers arrived.
+        """
         ...
 
     async def close(self) -> None: ...

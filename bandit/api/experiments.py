@@ -116,7 +116,7 @@ class ExperimentsController(Controller):
         )
         latencies = await services.store.latency_histograms(name)
         return experiment_stats(
-            experiment, counters, latencies, lambda arm: services.health.is_healthy(name, arm), services.rng
+            experiment, counters, latencies, lambda arm: services.health.state(arm.url), services.rng
         )
 
     @staticmethod
