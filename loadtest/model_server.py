@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import sys
@@ -51,6 +52,15 @@ class SimulatedModel:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
             return
+        path: str = scope["path"]
+        if path == "/sink":
+            await self._sink(receive, send)
+            return
+        if path.startswith("/stream/"):
+            await self._stream(int(path.removeprefix("/stream/")), send)
+            return
+        if path.startswith("/slow/"):
+            await asyncio.sleep(float(path.removeprefix("/slow/")) / 1000)
         chunks = []
         while True:
             message = await receive()
@@ -74,10 +84,40 @@ class SimulatedModel:
                 await asyncio.sleep(self.spec.latency_ms / 1000)
             outcome = int(self.random.random() < self.spec.reward_rate)
             payload = {"model": self.spec.name, "prediction": self.random.random(), "outcome": outcome}
-        body = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        status = int(path.removeprefix("/status/")) if path.startswith("/status/") else 200
+        await _send_json(send, payload, status)
+
+    @staticmethod
+    async def _sink(receive: Callable[[], Any], send: Callable[..., Any]) -> None:
+        """Consume a body of any size chunk by chunk; answer its length and SHA-256."""
+        digest = hashlib.sha256()
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            digest.update(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        await _send_json(send, {"bytes": size, "sha256": digest.hexdigest()})
+
+    @staticmethod
+    async def _stream(size: int, send: Callable[..., Any]) -> None:
+        """Answer `size` bytes in 64 KiB chunks, without a Content-Length (chunked)."""
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        block = b"x" * 65536
+        while size > 0:
+            chunk = block[: min(size, len(block))]
+            size -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _send_json(send: Callable[..., Any], payload: dict[str, Any], status: int = 200) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def serve_models(specs: list[ModelSpec], host: str = "127.0.0.1", announce: bool = True) -> None:

@@ -11,7 +11,7 @@ from bandit.local_redis import free_port
 from proxy.aiohttp_client import AiohttpUpstreamClient
 from proxy.exceptions import UpstreamUnreachable
 from proxy.httpx_client import HttpxUpstreamClient
-from proxy.upstream import Origin, UpstreamClient
+from proxy.upstream import Origin, Timeouts, UpstreamClient
 from tests.servers import ModelServers
 
 CLIENTS: list[Callable[[], UpstreamClient]] = [AiohttpUpstreamClient, HttpxUpstreamClient]
@@ -25,7 +25,7 @@ async def test_sends_method_target_headers_body_and_streams_back(
     try:
         origin = Origin.from_url(models.urls["v1"])
         response = await client.send(
-            "PATCH", origin, "/echo/a%20b?q=%2F", [(b"x-test", b"1")], b"body bytes", timeout_s=5
+            "PATCH", origin, "/echo/a%20b?q=%2F", [(b"x-test", b"1")], b"body bytes", Timeouts(5, 5)
         )
         body = b"".join([chunk async for chunk in response.body()])
         await response.close()
@@ -48,6 +48,6 @@ async def test_refused_connection_is_upstream_unreachable(make_client: Callable[
     client = make_client()
     try:
         with pytest.raises(UpstreamUnreachable):
-            await client.send("GET", Origin("http", "127.0.0.1", free_port(), ""), "/", [], b"", timeout_s=5)
+            await client.send("GET", Origin("http", "127.0.0.1", free_port(), ""), "/", [], b"", Timeouts(5, 5))
     finally:
         await client.close()
