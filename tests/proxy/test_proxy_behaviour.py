@@ -211,3 +211,31 @@ def test_an_arm_killed_mid_run_is_ejected_and_returns_after_restart(big_service:
     finally:
         steady.stop()
         victim.stop()
+
+
+def test_a_config_change_reaches_every_worker_within_a_second(
+    clean_test_db: str, models: ModelServers, name: str
+) -> None:
+    # Polling every 30 s: only the pub/sub change notice can deliver the change in time.
+    service = ServiceProcess(clean_test_db, BANDIT_WORKERS="2", BANDIT_REFRESH_INTERVAL="30").start()
+    try:
+        arms = [{"name": "v1", "url": models.urls["v1"]}, {"name": "v2", "url": models.urls["v2"]}]
+        create(service, name, arms, policy={"kind": "static", "weights": [1, 0]})
+        # New connections spread over both workers; every one of them must know the experiment.
+        wait_until(
+            lambda: all(
+                httpx.post(f"{service.url}/invoke/{name}/predict", json={}).status_code == 200 for _ in range(20)
+            ),
+            5,
+            "both workers know the experiment",
+        )
+        with httpx.Client(base_url=service.url, headers={"Authorization": "Bearer test-admin-token"}) as admin:
+            admin.patch(f"/api/experiments/{name}", json={"policy": {"kind": "static", "weights": [0, 1]}})
+        changed_at = time.monotonic()
+        time.sleep(1.0)
+        arms_served = Counter(
+            httpx.post(f"{service.url}/invoke/{name}/predict", json={}).headers["x-bandit-arm"] for _ in range(60)
+        )
+        assert arms_served == {"v2": 60}, (arms_served, time.monotonic() - changed_at)
+    finally:
+        service.stop()
