@@ -187,8 +187,37 @@ def check_learning_settings(policy: LearningSettings, reward: RewardSpec, servin
         raise ValueError(
             "policy.discount does not apply to the gradient bandit: its constant step_size already tracks change"
         )
-    if isinstance(policy, UCB1Settings) and reward.bounds is None and not policy.variance_aware:
-        raise ValueError("policy kind ucb1 needs reward.bounds, or policy.variance_aware: true for unbounded rewards")
+    unbounded = reward.bounds is None or reward.latency_penalty > 0
+    if isinstance(policy, UCB1Settings) and unbounded and not policy.variance_aware:
+        raise ValueError(
+            "policy kind ucb1 needs rewards in known bounds (reward.bounds set and no reward.latency_penalty), "
+            "or policy.variance_aware: true"
+        )
+    model = getattr(policy, "model", "auto")
+    if model == "beta" and unbounded:
+        raise ValueError(
+            "policy.model beta needs rewards in [lower, upper]: not with reward.bounds null or a "
+            "reward.latency_penalty (use model auto or gaussian)"
+        )
+    if reward.mode == "conversion" and reward.latency_penalty > 0:
+        raise ValueError(
+            "reward.latency_penalty does not work with reward.mode conversion: decisions without a "
+            "conversion are never reported, so their latency could not be charged"
+        )
+    if isinstance(policy, GradientSettings) and policy.change_detection and policy.change_detection.action != "flag":
+        raise ValueError(
+            "policy.change_detection.action must be flag for the gradient policy: it routes by learned "
+            "preferences, which forgetting the reward statistics would not change"
+        )
+    if policy.discount < 1.0 and policy.burn_in > 0:
+        # Discounted counts level off near 1/(K(1 − γ)) per arm: a burn-in above that never ends.
+        ceiling = 1.0 / (serving_arms * (1.0 - policy.discount))
+        if policy.burn_in >= 0.5 * ceiling:
+            raise ValueError(
+                f"policy.burn_in {policy.burn_in} can never be reached with policy.discount {policy.discount} "
+                f"and {serving_arms} serving arms (discounted counts level off near {ceiling:.0f}); "
+                f"use at most {int(0.5 * ceiling)}"
+            )
     tracking = policy.discount != 1.0 or policy.change_detection is not None or isinstance(policy, GradientSettings)
     if reward.mode == "conversion" and tracking:
         raise ValueError(

@@ -86,18 +86,17 @@ def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float
         column(keys.reward_sum_field),
         column(keys.reward_sq_field),
     )
-    step = raw.get(keys.STEP_FIELD.encode())
-    if step is None:
-        # Written before the policy statistics existed: they equal the plain totals.
-        policy = (rewards, reward_sum, reward_sq_sum)
-    else:
-        # Stored as of each arm's last step; every later observation discounts them once more.
-        decay = discount ** (float(step) - column(keys.policy_step_field))
-        policy = (
-            column(keys.policy_pulls_field) * decay,
-            column(keys.policy_sum_field) * decay,
-            column(keys.policy_sq_field) * decay,
-        )
+    step = float(raw.get(keys.STEP_FIELD.encode(), 0))
+    # Stored as of each arm's last step; every later observation discounts them once more.
+    decay = discount ** (step - column(keys.policy_step_field))
+    # An arm last counted by a release without policy statistics (no step field of its own)
+    # has plain totals only, which are its statistics until its next reward converts them.
+    converted = np.array([keys.policy_step_field(arm).encode() in raw for arm in arms], dtype=bool)
+    policy = (
+        np.where(converted, column(keys.policy_pulls_field) * decay, rewards),
+        np.where(converted, column(keys.policy_sum_field) * decay, reward_sum),
+        np.where(converted, column(keys.policy_sq_field) * decay, reward_sq_sum),
+    )
     return ArmCounters(
         incarnation=incarnation.decode() if incarnation is not None else None,
         decisions=column(keys.decisions_field),

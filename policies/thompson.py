@@ -9,8 +9,11 @@ import numpy as np
 from policies._statistics import ArmStatistics, FloatArray, IndexArray
 from policies.posterior import PosteriorModel, probability_best, sample_means
 
-#: Posterior draws behind an allocation estimate: its standard error is below 0.8 %.
+#: Posterior draws behind an allocation estimate (standard error below 0.8 % at 4,096),
+#: fewer at many arms so one estimate stays under ~256k values (about 10 ms).
 ALLOCATION_DRAWS = 4096
+ALLOCATION_VALUES = 262_144
+MIN_ALLOCATION_DRAWS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,4 +28,5 @@ class ThompsonSampling:
         return chosen
 
     def allocation(self, stats: ArmStatistics, rng: np.random.Generator) -> FloatArray:
-        return probability_best(sample_means(stats, self.model, rng, ALLOCATION_DRAWS))
+        draws = max(MIN_ALLOCATION_DRAWS, min(ALLOCATION_DRAWS, ALLOCATION_VALUES // stats.arms))
+        return probability_best(sample_means(stats, self.model, rng, draws))

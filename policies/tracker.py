@@ -43,6 +43,7 @@ class StatisticsTracker:
     _preferences: FloatArray = field(init=False)
     _velocity: FloatArray = field(init=False)
     _baseline: float = field(default=0.0, init=False)
+    _baseline_count: int = field(default=0, init=False)
     _detectors: list[PageHinkleyState] = field(init=False)
     _cached: ArmStatistics | None = field(default=None, init=False)
 
@@ -69,7 +70,9 @@ class StatisticsTracker:
             self._preferences, self._velocity = self.gradient.apply(
                 self._preferences, self._velocity, self._baseline, arm, reward
             )
-            self._baseline += (reward - self._baseline) / self.step
+            # The mean of the rewards the gradient has seen (not of the experiment's whole history).
+            self._baseline_count += 1
+            self._baseline += (reward - self._baseline) / self._baseline_count
         if self.change_detection is not None and self._detectors[arm].update(reward, self.change_detection):
             self.changes.append(DetectedChange(self.step, arm))
             self._forget(arm, self.change_detection)

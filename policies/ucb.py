@@ -39,10 +39,16 @@ class UCB1:
             variance = stats.variances
             if self.bounded:
                 variance = np.minimum(0.25, variance + np.sqrt(2.0 * log_t / tried))
+            else:
+                # An arm's own variance can be 0 by chance (or by a constant reward stream), which
+                # would stop exploring it for good: never assume less spread than all arms show.
+                variance = np.maximum(variance, _pooled_variance(stats))
             width = np.sqrt(self.c / 2.0 * log_t / tried * variance)
         else:
             width = np.sqrt(self.c * log_t / tried)
-        return np.where(pulls > 0, stats.means + width, np.inf)
+        # Unbounded rewards have no variance estimate below two observations: such arms come first.
+        needed = 1 if self.bounded or not self.variance_aware else 2
+        return np.where(pulls >= needed, stats.means + width, np.inf)
 
     def allocation(self, stats: ArmStatistics, rng: np.random.Generator) -> FloatArray:
         indices = self.indices(stats)
@@ -52,3 +58,12 @@ class UCB1:
 
     def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
         return choose_from_allocation(self.allocation(stats, rng), rng, size)
+
+
+def _pooled_variance(stats: ArmStatistics) -> float:
+    """Variance of all arms' rewards taken together (1 until there are two observations)."""
+    total = float(stats.pulls.sum())
+    if total < 2:
+        return 1.0
+    mean = float(stats.reward_sum.sum()) / total
+    return max((float(stats.reward_sq_sum.sum()) - total * mean**2) / (total - 1.0), 1e-12)

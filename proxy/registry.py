@@ -107,6 +107,14 @@ class SnapshotRegistry:
         self.last_refresh = time.time()
 
     def _install(self, name: str, raw_config: bytes | None, raw_stats: dict[bytes, bytes]) -> None:
+        """Rebuild one snapshot; a record that cannot be built is logged and skipped, so one bad
+        experiment never stops the refresh of the others (it keeps its last good snapshot)."""
+        try:
+            self._build(name, raw_config, raw_stats)
+        except Exception:
+            log.exception("snapshot of experiment %r could not be rebuilt; keeping the last one", name)
+
+    def _build(self, name: str, raw_config: bytes | None, raw_stats: dict[bytes, bytes]) -> None:
         if raw_config is None:
             self.snapshots.pop(name, None)
             return
@@ -116,7 +124,7 @@ class SnapshotRegistry:
             return
         experiment = _decode_experiment(raw_config)
         counters = parse_counters(raw_stats, [arm.name for arm in experiment.arms], policy_discount(experiment))
-        snapshot = Snapshot.build(experiment, counters, self.rng)
+        snapshot = Snapshot.build(experiment, counters, self.rng, previous=current)
         snapshot.source = (raw_config, raw_stats)
         self.snapshots[name] = snapshot
         self._missing.pop(name, None)

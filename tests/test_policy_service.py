@@ -70,8 +70,8 @@ def test_discounted_statistics_weigh_recent_rewards(
     service: ServiceProcess, models: ModelServers, admin: httpx.Client, name: str
 ) -> None:
     urls = {arm: models.urls[arm] for arm in ("v1", "v2")}
-    create(admin, name, urls, policy={"kind": "thompson", "discount": 0.9, "burn_in": 1000})
-    # Burn-in keeps the split uniform; every arm's rewards turn from 1 to 0 after 100 decisions.
+    create(admin, name, urls, policy={"kind": "epsilon_greedy", "epsilon": 1.0, "discount": 0.9})
+    # ε = 1 keeps the split uniform; every arm's rewards turn from 1 to 0 after 100 decisions.
     invoke_and_reward(service, name, lambda arm, i: 1.0 if i < 100 else 0.0, 160)
     stats = arm_stats(admin, name)
     for arm in stats.values():

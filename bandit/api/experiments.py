@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 import msgspec
+import numpy as np
 from litestar import Controller, delete, get, patch, post
 from msgspec import UNSET
 
@@ -115,8 +117,15 @@ class ExperimentsController(Controller):
             name, [arm.name for arm in experiment.arms], policy_discount(experiment)
         )
         latencies = await services.store.latency_histograms(name)
-        return experiment_stats(
-            experiment, counters, latencies, lambda arm: services.health.state(arm.url), services.rng
+        # Posterior summaries cost milliseconds to hundreds of them at many arms: off the event loop,
+        # so invokes keep flowing while someone watches the stats.
+        return await anyio.to_thread.run_sync(
+            experiment_stats,
+            experiment,
+            counters,
+            latencies,
+            lambda arm: services.health.state(arm.url),
+            np.random.default_rng(),
         )
 
     @staticmethod

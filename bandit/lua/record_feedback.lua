@@ -32,8 +32,14 @@ end
 
 -- Discounted statistics are stored as of the step an arm last changed ("pt:"), and read as
 -- value * gamma^(step - pt): one observation touches one arm, not all of them.
+-- Called before the plain totals are incremented: an arm counted only by an older release
+-- of this script (no "pt:") starts from its plain totals, so an upgrade forgets nothing.
 local function add_discounted(arm, step, reward, square)
   local old = redis.call('HMGET', stats, 'pn:' .. arm, 'ps:' .. arm, 'pq:' .. arm, 'pt:' .. arm)
+  if not old[4] then
+    old = redis.call('HMGET', stats, 'n:' .. arm, 's:' .. arm, 'q:' .. arm)
+    old[4] = step
+  end
   local decay = gamma ^ (step - num(old[4]))
   redis.call('HSET', stats,
     'pn:' .. arm, fmt(num(old[1]) * decay + 1),
@@ -76,32 +82,64 @@ local function detect_change(arm, step, x)
 end
 
 -- Gradient ascent on the preferences of the serving arms: H += step * v,
--- v = momentum * v + (x - baseline) * (onehot(arm) - softmax(H)).
-local function gradient_step(arm, step, x)
-  local baseline = num(redis.call('HGET', stats, 'baseline'))
-  local advantage = x - (use_baseline and baseline or 0)
-  local h, v, top, observed = {}, {}, -math.huge, false
+-- v = momentum * v + (x - baseline) * (onehot(arm) - softmax(H)). The preferences are read
+-- once per script call and written once at its end: O(K) Redis calls per batch, not per reward.
+local gradient = nil
+
+local function load_gradient()
+  local fields = {'baseline', 'bc'}
   for j = 1, serving_count do
-    local pair = redis.call('HMGET', stats, 'h:' .. serving[j], 'v:' .. serving[j])
-    h[j], v[j] = num(pair[1]), num(pair[2])
-    top = math.max(top, h[j])
+    fields[#fields + 1] = 'h:' .. serving[j]
+    fields[#fields + 1] = 'v:' .. serving[j]
+  end
+  local values = redis.call('HMGET', stats, unpack(fields))
+  local state = {baseline = num(values[1]), count = num(values[2]), h = {}, v = {}}
+  for j = 1, serving_count do
+    state.h[j], state.v[j] = num(values[1 + 2 * j]), num(values[2 + 2 * j])
+  end
+  return state
+end
+
+local function gradient_step(arm, x)
+  gradient = gradient or load_gradient()
+  local advantage = x - (use_baseline and gradient.baseline or 0)
+  local top, observed = -math.huge, false
+  for j = 1, serving_count do
+    top = math.max(top, gradient.h[j])
     observed = observed or serving[j] == arm
   end
   if observed then
     local total = 0
     for j = 1, serving_count do
-      total = total + math.exp(h[j] - top)
+      total = total + math.exp(gradient.h[j] - top)
+    end
+    local probabilities = {}
+    for j = 1, serving_count do
+      probabilities[j] = math.exp(gradient.h[j] - top) / total
     end
     for j = 1, serving_count do
-      local gradient = -math.exp(h[j] - top) / total * advantage
+      local g = -probabilities[j] * advantage
       if serving[j] == arm then
-        gradient = gradient + advantage
+        g = g + advantage
       end
-      v[j] = momentum * v[j] + gradient
-      redis.call('HSET', stats, 'h:' .. serving[j], fmt(h[j] + step_size * v[j]), 'v:' .. serving[j], fmt(v[j]))
+      gradient.v[j] = momentum * gradient.v[j] + g
+      gradient.h[j] = gradient.h[j] + step_size * gradient.v[j]
     end
   end
-  redis.call('HSET', stats, 'baseline', fmt(baseline + (x - baseline) / step))
+  -- The baseline is the mean of the rewards the gradient policy has seen, with its own count.
+  gradient.count = gradient.count + 1
+  gradient.baseline = gradient.baseline + (x - gradient.baseline) / gradient.count
+end
+
+local function save_gradient()
+  local fields = {'baseline', fmt(gradient.baseline), 'bc', gradient.count}
+  for j = 1, serving_count do
+    fields[#fields + 1] = 'h:' .. serving[j]
+    fields[#fields + 1] = fmt(gradient.h[j])
+    fields[#fields + 1] = 'v:' .. serving[j]
+    fields[#fields + 1] = fmt(gradient.v[j])
+  end
+  redis.call('HSET', stats, unpack(fields))
 end
 
 local results = {}
@@ -114,14 +152,14 @@ for i = 1, items do
     results[i] = -1
   elseif redis.call('SET', KEYS[1 + i], '1', 'NX', 'EXAT', ARGV[base + 4]) then
     local arm = ARGV[base]
-    redis.call('HINCRBY', stats, 'n:' .. arm, 1)
-    redis.call('HINCRBYFLOAT', stats, 's:' .. arm, ARGV[base + 1])
-    redis.call('HINCRBYFLOAT', stats, 'q:' .. arm, ARGV[base + 2])
     local step = redis.call('HINCRBY', stats, 'step', 1)
     local scaled = tonumber(ARGV[base + 3])
     add_discounted(arm, step, tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]))
+    redis.call('HINCRBY', stats, 'n:' .. arm, 1)
+    redis.call('HINCRBYFLOAT', stats, 's:' .. arm, ARGV[base + 1])
+    redis.call('HINCRBYFLOAT', stats, 'q:' .. arm, ARGV[base + 2])
     if step_size then
-      gradient_step(arm, step, scaled)
+      gradient_step(arm, scaled)
     end
     if ph_delta then
       detect_change(arm, step, scaled)
@@ -130,5 +168,8 @@ for i = 1, items do
   else
     results[i] = 0
   end
+end
+if gradient then
+  save_gradient()
 end
 return results

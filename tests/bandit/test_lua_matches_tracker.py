@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from bandit import keys
 from bandit.learning import observation_rules, policy_discount
 from bandit.models import ExperimentSpec, GradientSettings, LearningSettings
 from bandit.store import ExperimentStore, FeedbackRecord
@@ -52,7 +53,12 @@ def tracker_for(experiment: ExperimentSpec) -> StatisticsTracker:
         {"kind": "ucb1", "change_detection": {"delta": 0.02, "threshold": 2, "action": "reset_arm"}},
         {"kind": "softmax", "discount": 0.95, "change_detection": {"threshold": 2, "action": "flag"}},
         {"kind": "gradient", "step_size": 0.3, "momentum": 0.5},
-        {"kind": "gradient", "step_size": 0.2, "baseline": False, "change_detection": {"threshold": 3}},
+        {
+            "kind": "gradient",
+            "step_size": 0.2,
+            "baseline": False,
+            "change_detection": {"threshold": 3, "action": "flag"},
+        },
     ],
 )
 async def test_lua_update_equals_the_in_process_tracker(redis: Redis, policy: dict[str, Any]) -> None:
@@ -97,3 +103,23 @@ async def test_lua_update_equals_the_in_process_tracker(redis: Redis, policy: di
     assert counters.reward_sum == pytest.approx(np.bincount(arms, weights=rewards, minlength=len(ARMS)))
     if "change_detection" in policy:
         assert tracker.changes, "the collapse of arm c should have been detected"
+
+
+async def test_statistics_counted_by_an_older_release_are_kept_on_upgrade(redis: Redis) -> None:
+    """Hashes written before the policy statistics existed hold plain totals only (n, s, q)."""
+    store = ExperimentStore(redis)
+    experiment = await store.create(spec({"kind": "thompson"}))
+    await redis.hset(
+        keys.stats("mirror"), mapping={"n:a": 1000, "s:a": 300, "q:a": 300, "n:b": 1000, "s:b": 700, "q:b": 700}
+    )
+    before = await store.counters("mirror", ARMS)
+    assert before.policy_pulls.tolist() == [1000, 1000, 0] and before.policy_sum.tolist() == [300, 700, 0]
+
+    record = FeedbackRecord("a", "first-after-upgrade", 1.0, int(time.time()) + 600, scaled_reward=1.0)
+    rules = observation_rules(experiment)
+    assert await store.record_feedback("mirror", experiment.incarnation, [record], rules) == [1]
+    after = await store.counters("mirror", ARMS)
+    # Arm a carries its history over plus the new reward; b, not yet rewarded since, keeps its totals.
+    assert after.policy_pulls.tolist() == [1001, 1000, 0]
+    assert after.policy_sum.tolist() == [301, 700, 0]
+    assert after.rewards.tolist() == [1001, 1000, 0]

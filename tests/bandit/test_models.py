@@ -77,7 +77,7 @@ def test_every_policy_kind_decodes() -> None:
         ({"name": "e", "arms": [ARM], "policy": {"kind": "gradient", "discount": 0.9}}, "policy.discount does not"),
         (
             {"name": "e", "arms": [ARM], "policy": {"kind": "ucb1"}, "reward": {"bounds": None}},
-            "ucb1 needs reward.bounds",
+            "ucb1 needs rewards in known bounds",
         ),
         (
             {
@@ -89,6 +89,30 @@ def test_every_policy_kind_decodes() -> None:
             "reward.mode conversion does not support policy.discount",
         ),
         ({"name": "e", "arms": [ARM], "reward": {"latency_penalty": -0.01}}, r"at `\$.reward.latency_penalty`"),
+        (
+            {"name": "e", "arms": [ARM], "policy": {"kind": "ucb1"}, "reward": {"latency_penalty": 0.5}},
+            "ucb1 needs rewards in known bounds",
+        ),
+        (
+            {"name": "e", "arms": [ARM], "policy": {"kind": "thompson", "model": "beta"}, "reward": {"bounds": None}},
+            "policy.model beta needs rewards in",
+        ),
+        (
+            {"name": "e", "arms": [ARM], "reward": {"mode": "conversion", "latency_penalty": 1}},
+            "reward.latency_penalty does not work with reward.mode conversion",
+        ),
+        (
+            {"name": "e", "arms": [ARM], "policy": {"kind": "gradient", "change_detection": {}}},
+            "policy.change_detection.action must be flag for the gradient policy",
+        ),
+        (
+            {
+                "name": "e",
+                "arms": [ARM, {**ARM, "name": "b"}],
+                "policy": {"kind": "thompson", "discount": 0.99, "burn_in": 30},
+            },
+            "policy.burn_in 30 can never be reached",
+        ),
         ({"name": "e", "arms": [ARM], "stopping": {"p_best": 0}}, r"at `\$.stopping.p_best`"),
         ({"name": "e", "arms": [ARM], "stopping": {"expected_loss": -1}}, r"at `\$.stopping.expected_loss`"),
     ],

@@ -129,17 +129,29 @@ def test_ucb1_tuned_bounded_index_by_hand(c: float) -> None:
 
 
 def test_ucb1_tuned_unbounded_index_by_hand() -> None:
-    # Unbounded: no 1/4 cap and no log term in V; the sample variance alone sets the width.
+    # Unbounded: no 1/4 cap and no log term in V; each arm's sample variance, floored at the pooled
+    # variance of all rewards (so a lucky low-variance arm keeps being explored), sets the width.
     rewards = gaussian(8, [10.0, 11.0, -3.0], [5.0, 1.0, 20.0], [40, 200, 10])
     stats = statistics_of(rewards)
     t = sum(len(r) for r in rewards)
     c = 2.0
+    pooled = float(np.var(np.concatenate(rewards), ddof=1))
     by_hand = [
-        float(np.mean(r)) + math.sqrt(c / 2.0 * math.log(t) / len(r) * float(np.var(r, ddof=1))) for r in rewards
+        float(np.mean(r)) + math.sqrt(c / 2.0 * math.log(t) / len(r) * max(float(np.var(r, ddof=1)), pooled))
+        for r in rewards
     ]
     policy = UCB1(c=c, variance_aware=True, bounded=False)
     np.testing.assert_allclose(policy.indices(stats), by_hand, rtol=0, atol=1e-9)
     assert policy.allocation(stats, RNG(0)).tolist() == one_hot(int(np.argmax(by_hand)), 3).tolist()
+
+
+def test_ucb1_tuned_unbounded_plays_each_arm_twice_before_trusting_a_variance() -> None:
+    # One observation has no spread: an arm seen once must still come first, or a bad first draw
+    # (here -1 from an arm whose mean is 10) would shut it out for good.
+    stats = ArmStatistics.from_lists([1, 50], [-1.0, 50 * 3.0], [1.0, 50 * 10.0])
+    policy = UCB1(variance_aware=True, bounded=False)
+    assert policy.indices(stats)[0] == math.inf
+    assert policy.allocation(stats, RNG(0)).tolist() == [1.0, 0.0]
 
 
 def test_ucb1_choose_draws_from_its_one_hot_allocation() -> None:
