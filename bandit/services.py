@@ -15,8 +15,8 @@ from bandit.decision_ids import DecisionSigner
 from bandit.exceptions import StoreUnavailable
 from bandit.settings import Settings
 from bandit.store import ExperimentStore
-from proxy.aiohttp_client import AiohttpUpstreamClient
 from proxy.app import ProxyApp
+from proxy.clients import make_upstream_client
 from proxy.health import ArmHealth, HealthProber
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry, running
@@ -78,7 +78,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     redis: Redis = Redis.from_url(
         settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10
     )
-    client = AiohttpUpstreamClient()
+    timeouts = Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s)
+    client = make_upstream_client(settings.upstream_client, timeouts)
     try:
         store = ExperimentStore(redis)
         rng = np.random.default_rng()
@@ -94,7 +95,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             signer,
             health,
             settings.max_body_bytes,
-            Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s),
+            timeouts,
             mirror=mirror,
             sticky=StickyAssignments(ttl_s=settings.sticky_ttl_s),
         )

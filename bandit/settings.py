@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 
@@ -38,6 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     probe_interval_s: float = 2.0
     # How long a process remembers the arm it gave a sticky unit (X-Bandit-Unit).
     sticky_ttl_s: float = 3600.0
+    # The HTTP client the proxy forwards with (see proxy/clients.py and BENCHMARKS.md).
+    upstream_client: Literal["pyreqwest", "aiohttp", "httpx", "aiosonic", "httpx-aiohttp"] = "pyreqwest"
     log_level: str = "info"
 
 
@@ -57,6 +60,7 @@ _ENVIRONMENT = {
     "shadow_queue_size": "BANDIT_SHADOW_QUEUE_SIZE",
     "probe_interval_s": "BANDIT_PROBE_INTERVAL",
     "sticky_ttl_s": "BANDIT_STICKY_TTL",
+    "upstream_client": "BANDIT_UPSTREAM_CLIENT",
     "log_level": "BANDIT_LOG_LEVEL",
 }
 

@@ -1,4 +1,4 @@
-"""aiohttp as the upstream client: far less CPU per request than httpx (see BENCHMARKS.md)."""
+"""aiohttp as the upstream client: the fallback (BANDIT_UPSTREAM_CLIENT=aiohttp), see BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ class AiohttpUpstreamClient:
         connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
         # Bodies pass through untouched: no decompression, no default headers of aiohttp's own.
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding")
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
 
     async def send(

@@ -39,6 +39,8 @@ class HttpxUpstreamClient:
     def __init__(self, max_connections: int = 512) -> None:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
+        # A proxy adds no headers of its own: without this httpx sends Accept, User-Agent and more.
+        self._client.headers.clear()
 
     async def send(
         self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
