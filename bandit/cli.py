@@ -54,11 +54,11 @@ def serve(settings: Settings) -> None:
     if settings.workers > 1:
         # Workers re-import the factory, so they read the settings from the environment.
         os.environ.update(settings_to_environ(settings))
-        uvicorn.run("bandit.app:create_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("bandit.app:create_asgi", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     else:
-        from bandit.app import create_app
+        from bandit.app import create_asgi
 
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_asgi(settings), **common)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> None:

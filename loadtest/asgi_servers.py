@@ -35,7 +35,7 @@ SERVERS = {
         "127.0.0.1",
         "--log-level",
         "warning",
-        "bandit.app:create_app",
+        "bandit.app:create_asgi",
     ],
 }
 
