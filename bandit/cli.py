@@ -50,6 +50,10 @@ def serve(settings: Settings) -> None:
         "http": "httptools",
         "log_level": settings.log_level,
         "access_log": False,
+        # The proxy writes X-Forwarded-* itself and trusts none from its clients; skipping uvicorn's
+        # proxy-headers middleware and its Server header saves work on every request.
+        "proxy_headers": False,
+        "server_header": False,
     }
     if settings.workers > 1:
         # Workers re-import the factory, so they read the settings from the environment.
