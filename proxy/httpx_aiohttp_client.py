@@ -20,6 +20,7 @@ from proxy.exceptions import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from proxy.httpx_client import httpx_url
 from proxy.upstream import Headers, Origin, RequestBody, Timeouts
 
 
@@ -83,14 +84,7 @@ class HttpxAiohttpUpstreamClient:
     async def send(
         self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
     ) -> HttpxAiohttpResponse:
-        path, _, query = target.partition("?")
-        url = httpx.URL(
-            scheme=origin.scheme,
-            host=origin.host,
-            port=origin.port,
-            path=origin.base_path + path,
-            query=query.encode() if query else None,
-        )
+        url = httpx_url(origin, target)
         timeout = httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s)
         try:
             request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)

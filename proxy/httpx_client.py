@@ -16,6 +16,18 @@ from proxy.exceptions import (
 from proxy.upstream import Headers, Origin, RequestBody, Timeouts
 
 
+def httpx_url(origin: Origin, target: str) -> httpx.URL:
+    """The URL of `target` (path and query, already percent-encoded) on `origin`, kept as given."""
+    path, _, query = target.partition("?")
+    return httpx.URL(
+        scheme=origin.scheme,
+        host=origin.host,
+        port=origin.port,
+        path=origin.base_path + path,
+        query=query.encode() if query else None,
+    )
+
+
 class HttpxResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
@@ -45,14 +57,7 @@ class HttpxUpstreamClient:
     async def send(
         self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
     ) -> HttpxResponse:
-        path, _, query = target.partition("?")
-        url = httpx.URL(
-            scheme=origin.scheme,
-            host=origin.host,
-            port=origin.port,
-            path=origin.base_path + path,
-            query=query.encode() if query else None,
-        )
+        url = httpx_url(origin, target)
         timeout = httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s)
         request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)
         try:
