@@ -32,20 +32,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import IO
 
 import httpx
 
 from bandit.local_redis import free_port
+from loadtest.processes import model_urls, spawn, stop, wait_http
 
 EXPERIMENT = "proxy-bench"
 BODY = '{"features": [0.12, 0.5, 0.93, 0.07]}'
-STOP_GRACE_S = 10.0
 MARKER = "PROXY_BENCH_RESULT"
 # Issue 4's targets for the service, stated beside the figures.
 TARGET_RATIO = 0.25
@@ -205,60 +203,12 @@ def tool_version(name: str, path: str) -> str:
 # ─── Processes ───
 
 
-def spawn(command: list[str], log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start `command` in its own process group, stderr (and stdout unless piped) to `log`."""
-    with contextlib.ExitStack() as files:
-        # The child keeps its own copy of the log's descriptor; ours closes on return.
-        sink: IO[str] | int = files.enter_context(log.open("a")) if log else subprocess.DEVNULL
-        return subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE if log is None else sink,
-            stderr=sink,
-            text=True,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-
-
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    """`sig`, then SIGKILL after a grace period; then SIGKILL whatever is left of the group (uvicorn workers)."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    if process.stdout is not None:
-        process.stdout.close()
-
-
-def wait_http(url: str, process: subprocess.Popen[str], what: str, timeout_s: float = 30.0) -> None:
-    """Until GET `url` answers 200; fails early when `process` exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} at {url} was not ready after {timeout_s:.0f} s")
-
-
 @contextlib.contextmanager
 def model_servers() -> Iterator[dict[str, str]]:
     """Two simulated models, a and b (b only for the two-arm runs); {name: base URL}."""
     process = spawn([sys.executable, "-m", "loadtest.model_server", "--arm=a:0.5", "--arm=b:0.5"])
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("the model servers exited before listening")
-        urls: dict[str, str] = json.loads(line)
-        yield urls
+        yield model_urls(process)
     finally:
         stop(process)
 

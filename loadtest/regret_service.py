@@ -16,9 +16,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -35,12 +33,12 @@ from bandit.learning import observation_rules
 from bandit.local_redis import free_port
 from bandit.models import Experiment
 from bandit.policy_inputs import build_policy
+from loadtest.processes import model_urls, spawn, stop, wait_http
 from loadtest.regret import Contender, decision_seed, play_ours
 from loadtest.regret_scenarios import DEFAULT_HORIZON, SCENARIOS, Scenario
 from policies import GradientStep, PageHinkley
 
 #: Seconds a child process gets to exit after SIGTERM before its whole group is killed.
-STOP_GRACE_S = 10.0
 #: Index under which the service's policy seeds its in-process decisions (apart from the benchmark's table).
 SERVICE_CONTENDER_INDEX = 500
 #: Feedback arrives within seconds here; the window also bounds how long the experiment's keys outlive it.
@@ -65,30 +63,11 @@ def experiment_payload(name: str, urls: dict[str, str], policy: dict[str, Any], 
 # ─── Processes ───
 
 
-def spawn(stack: ExitStack, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def spawn_python(stack: ExitStack, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `python args…` in its own process group, stopped when `stack` closes."""
-    process = subprocess.Popen(
-        [sys.executable, *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
+    process = spawn([sys.executable, *args], env=env)
     stack.callback(stop, process)
     return process
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    """SIGTERM, then after a grace period SIGKILL to the whole group (uvicorn may leave workers)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def start_models(stack: ExitStack, scenario: Scenario) -> dict[str, str]:
@@ -98,13 +77,7 @@ def start_models(stack: ExitStack, scenario: Scenario) -> dict[str, str]:
         # NAME:RATE:PORT:MS, port 0 = any free one; S5's latencies are served in milliseconds.
         latency = f":0:{scenario.latency_s[k]}" if scenario.latency_s is not None else ""
         specs.append(f"--arm=a{k}:{rate}{latency}")
-    models = spawn(stack, ["-m", "loadtest.model_server", *specs])
-    assert models.stdout is not None
-    line = models.stdout.readline()
-    if not line:
-        raise RuntimeError("the model servers exited before listening")
-    urls: dict[str, str] = json.loads(line)
-    return urls
+    return model_urls(spawn_python(stack, ["-m", "loadtest.model_server", *specs]))
 
 
 def start_service(stack: ExitStack, redis_url: str, token: str, refresh_interval_s: float | None) -> str:
@@ -119,24 +92,10 @@ def start_service(stack: ExitStack, redis_url: str, token: str, refresh_interval
     }
     if refresh_interval_s is not None:
         env["BANDIT_REFRESH_INTERVAL"] = str(refresh_interval_s)
-    service = spawn(stack, ["-m", "bandit", "serve"], env)
+    service = spawn_python(stack, ["-m", "bandit", "serve"], env)
     base = f"http://127.0.0.1:{port}"
-    wait_ready(base, service)
+    wait_http(f"{base}/readyz", service, "the service")
     return base
-
-
-def wait_ready(base: str, process: subprocess.Popen[str], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with code {process.returncode} before it was ready")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the service at {base} was not ready after {timeout_s:.0f} s")
 
 
 # ─── One seed through the service ───

@@ -1,0 +1,70 @@
+"""Child processes of the benchmarks: started in their own group, awaited, and stopped whole."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+#: How long a stopped process gets to flush and exit before its whole group is killed.
+STOP_GRACE_S = 10.0
+
+
+def spawn(command: list[str], log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `command` in its own process group, stderr (and stdout unless piped) to `log`."""
+    with contextlib.ExitStack() as files:
+        # The child keeps its own copy of the log's descriptor; ours closes on return.
+        sink: IO[str] | int = files.enter_context(log.open("a")) if log else subprocess.DEVNULL
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE if log is None else sink,
+            stderr=sink,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    """`sig`, then SIGKILL after a grace period; then SIGKILL whatever is left of the group (uvicorn workers)."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def wait_http(url: str, process: subprocess.Popen[str], what: str, timeout_s: float = 30.0) -> None:
+    """Wait until `url` answers 200, failing early if `process` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} at {url} was not ready after {timeout_s:.0f} s")
+
+
+def model_urls(process: subprocess.Popen[str]) -> dict[str, str]:
+    """The {name: base URL} line `python -m loadtest.model_server` prints once it listens."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError("the model servers exited before listening")
+    urls: dict[str, str] = json.loads(line)
+    return urls
