@@ -7,8 +7,6 @@ error underneath when there is one, and only otherwise from the httpx one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -20,8 +18,7 @@ from proxy.exceptions import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.httpx_client import httpx_url
-from proxy.upstream import Headers, Origin, RequestBody, Timeouts
+from proxy.httpx_client import HttpxUpstreamClient
 
 
 def _translate(error: Exception) -> UpstreamError:
@@ -46,24 +43,7 @@ def _translate(error: Exception) -> UpstreamError:
     return UpstreamUnreachable(f"{type(error).__name__}: {error}")
 
 
-class HttpxAiohttpResponse:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: Headers = list(response.headers.raw)
-
-    async def body(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_raw():
-                yield chunk
-        except Exception as error:
-            raise _translate(error) from error
-
-    async def close(self) -> None:
-        await self._response.aclose()
-
-
-class HttpxAiohttpUpstreamClient:
+class HttpxAiohttpUpstreamClient(HttpxUpstreamClient):
     def __init__(self, max_connections: int = 512) -> None:
         # The transport would build a session with aiohttp's default headers: give it one without.
         connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
@@ -73,25 +53,5 @@ class HttpxAiohttpUpstreamClient:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._client = httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits, trust_env=False, client=session),
-            follow_redirects=False,
-            trust_env=False,
-        )
-        # httpx's own defaults (Accept, Accept-Encoding, Connection, User-Agent) are not ours to add.
-        self._client.headers.clear()
-
-    async def send(
-        self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
-    ) -> HttpxAiohttpResponse:
-        url = httpx_url(origin, target)
-        timeout = httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s)
-        try:
-            request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)
-            response = await self._client.send(request, stream=True)
-        except Exception as error:  # httpx's, aiohttp's, or the request body's own stream failing mid-way
-            raise _translate(error) from error
-        return HttpxAiohttpResponse(response)
-
-    async def close(self) -> None:
-        await self._client.aclose()
+        transport = AiohttpTransport(limits=limits, trust_env=False, client=session)
+        super().__init__(max_connections, transport=transport, translate=_translate)

@@ -1,8 +1,8 @@
-"""httpx as the upstream client: the reference implementation."""
+"""httpx as the upstream client: the reference implementation (and the base of httpx-aiohttp)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -14,6 +14,8 @@ from proxy.exceptions import (
     UpstreamUnreachable,
 )
 from proxy.upstream import Headers, Origin, RequestBody, Timeouts
+
+ErrorTranslation = Callable[[Exception], UpstreamError]
 
 
 def httpx_url(origin: Origin, target: str) -> httpx.URL:
@@ -28,9 +30,25 @@ def httpx_url(origin: Origin, target: str) -> httpx.URL:
     )
 
 
+def translate_httpx_error(error: Exception) -> UpstreamError:
+    """The proxy's error for an httpx one (or for the request body's own stream failing mid-way)."""
+    if isinstance(error, UpstreamError):
+        return error
+    if isinstance(error, httpx.ConnectTimeout):
+        return UpstreamConnectTimeout(str(error))
+    if isinstance(error, httpx.TimeoutException):
+        return UpstreamTimeout(str(error))
+    if isinstance(error, httpx.ConnectError):
+        return UpstreamConnectFailed(str(error))
+    if isinstance(error, httpx.HTTPError):
+        return UpstreamUnreachable(str(error))
+    return UpstreamUnreachable(f"{type(error).__name__}: {error}")
+
+
 class HttpxResponse:
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, translate: ErrorTranslation) -> None:
         self._response = response
+        self._translate = translate
         self.status = response.status_code
         self.headers: Headers = list(response.headers.raw)
 
@@ -38,43 +56,38 @@ class HttpxResponse:
         try:
             async for chunk in self._response.aiter_raw():
                 yield chunk
-        except httpx.TimeoutException as error:
-            raise UpstreamTimeout(str(error)) from error
-        except httpx.HTTPError as error:
-            raise UpstreamUnreachable(str(error)) from error
+        except Exception as error:
+            raise self._translate(error) from error
 
     async def close(self) -> None:
         await self._response.aclose()
 
 
 class HttpxUpstreamClient:
-    def __init__(self, max_connections: int = 512) -> None:
+    def __init__(
+        self,
+        max_connections: int = 512,
+        transport: httpx.AsyncBaseTransport | None = None,
+        translate: ErrorTranslation = translate_httpx_error,
+    ) -> None:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._client = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
+        self._client = httpx.AsyncClient(limits=limits, transport=transport, follow_redirects=False, trust_env=False)
+        self._translate = translate
         # A proxy adds no headers of its own: without this httpx sends Accept, User-Agent and more.
         self._client.headers.clear()
 
     async def send(
         self, method: str, origin: Origin, target: str, headers: Headers, body: RequestBody, timeouts: Timeouts
     ) -> HttpxResponse:
-        url = httpx_url(origin, target)
         timeout = httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s)
-        request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)
         try:
+            request = self._client.build_request(
+                method, httpx_url(origin, target), headers=headers, content=body, timeout=timeout
+            )
             response = await self._client.send(request, stream=True)
-        except httpx.ConnectTimeout as error:
-            raise UpstreamConnectTimeout(str(error)) from error
-        except httpx.TimeoutException as error:
-            raise UpstreamTimeout(str(error)) from error
-        except httpx.ConnectError as error:
-            raise UpstreamConnectFailed(str(error)) from error
-        except httpx.HTTPError as error:
-            raise UpstreamUnreachable(str(error)) from error
-        except UpstreamError:
-            raise
-        except Exception as error:  # e.g. the request body's own stream failed mid-way
-            raise UpstreamUnreachable(f"{type(error).__name__}: {error}") from error
-        return HttpxResponse(response)
+        except Exception as error:  # the library's, or the request body's own stream failing mid-way
+            raise self._translate(error) from error
+        return HttpxResponse(response, self._translate)
 
     async def close(self) -> None:
         await self._client.aclose()

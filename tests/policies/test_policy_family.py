@@ -33,6 +33,7 @@ from policies import (
 from policies._statistics import FloatArray
 from policies.posterior import SUMMARY_DRAWS, student_t_parameters
 from policies.top_two import ESTIMATE_VALUES, MIN_ESTIMATE_DRAWS
+from tests.policies.references import sutton_barto_step
 
 RNG = np.random.default_rng
 
@@ -263,16 +264,6 @@ def test_softmax_choices_are_exactly_the_categorical_draws_of_its_allocation(see
 # ---------------------------------------------------------------------------------------------
 # Gradient bandit
 # ---------------------------------------------------------------------------------------------
-
-
-def sutton_barto_step(
-    preferences: list[float], velocity: list[float], arm: int, advantage: float, step_size: float, momentum: float
-) -> tuple[list[float], list[float]]:
-    """H(a) ← H(a) + step·v(a), v(a) ← μ·v(a) + (R − R̄)(1[a = A] − π(a)), π = softmax(H) (§2.8)."""
-    exps = [math.exp(h) for h in preferences]
-    pi = [e / sum(exps) for e in exps]
-    new_velocity = [momentum * v + advantage * ((1.0 if a == arm else 0.0) - pi[a]) for a, v in enumerate(velocity)]
-    return [h + step_size * v for h, v in zip(preferences, new_velocity, strict=True)], new_velocity
 
 
 @pytest.mark.parametrize("baseline", [True, False])

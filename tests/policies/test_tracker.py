@@ -10,6 +10,7 @@ import pytest
 
 from policies import ChangeAction, DetectedChange, GradientBandit, GradientStep, PageHinkley, StatisticsTracker
 from policies._statistics import FloatArray
+from tests.policies.references import sutton_barto_step
 
 RNG = np.random.default_rng
 
@@ -269,16 +270,6 @@ def test_invalid_detector_settings_name_the_field(delta: float, threshold: float
 # ---------------------------------------------------------------------------------------------
 # Gradient preferences
 # ---------------------------------------------------------------------------------------------
-
-
-def sutton_barto_step(
-    preferences: list[float], velocity: list[float], arm: int, advantage: float, step_size: float, momentum: float
-) -> tuple[list[float], list[float]]:
-    """H(a) ← H(a) + step·v(a), v(a) ← μ·v(a) + (R − R̄)(1[a = A] − π(a)), π = softmax(H)."""
-    exps = [math.exp(h) for h in preferences]
-    pi = [e / sum(exps) for e in exps]
-    new_velocity = [momentum * v + advantage * ((1.0 if a == arm else 0.0) - pi[a]) for a, v in enumerate(velocity)]
-    return [h + step_size * v for h, v in zip(preferences, new_velocity, strict=True)], new_velocity
 
 
 @pytest.mark.parametrize(
