@@ -16,7 +16,8 @@ from bandit.local_redis import answers, start_redis
 from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess
 
 # Tests own one logical database of a shared Redis and flush it; never the default db 0.
-TEST_DB = 9
+# MAB_TEST_DB lets two runs share one Redis without flushing each other's state.
+TEST_DB = int(os.environ.get("MAB_TEST_DB", "9"))
 REWARD_RATES = {"v1": 0.04, "v2": 0.05, "v3": 0.07}
 
 
