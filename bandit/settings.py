@@ -41,6 +41,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sticky_ttl_s: float = 3600.0
     # The HTTP client the proxy forwards with (see proxy/clients.py and BENCHMARKS.md).
     upstream_client: Literal["pyreqwest", "aiohttp", "httpx", "aiosonic", "httpx-aiohttp"] = "pyreqwest"
+    # The dashboard's history: per-experiment buckets of this width, the newest this many kept.
+    series_bucket_s: int = 5
+    series_buckets: int = 720
+    # Seconds between the stats snapshots an events stream (SSE) sends.
+    events_interval_s: float = 1.0
+    # True: /dashboard and the events stream are readable without a token (controls still
+    # need the admin token); False: the events stream needs the admin token and no page is served.
+    dashboard_public: bool = True
     log_level: str = "info"
 
 
@@ -61,6 +69,10 @@ _ENVIRONMENT = {
     "probe_interval_s": "BANDIT_PROBE_INTERVAL",
     "sticky_ttl_s": "BANDIT_STICKY_TTL",
     "upstream_client": "BANDIT_UPSTREAM_CLIENT",
+    "series_bucket_s": "BANDIT_SERIES_BUCKET",
+    "series_buckets": "BANDIT_SERIES_BUCKETS",
+    "events_interval_s": "BANDIT_EVENTS_INTERVAL",
+    "dashboard_public": "BANDIT_DASHBOARD_PUBLIC",
     "log_level": "BANDIT_LOG_LEVEL",
 }
 
@@ -84,6 +96,8 @@ def load_settings(overrides: Mapping[str, object] | None = None, environ: Mappin
         raise SettingsError(f"invalid setting: {error}") from None
     if settings.workers < 1:
         raise SettingsError("Setting 'workers' (BANDIT_WORKERS) must be >= 1")
+    if settings.series_bucket_s < 1 or settings.series_buckets < 2:
+        raise SettingsError("BANDIT_SERIES_BUCKET must be >= 1 s and BANDIT_SERIES_BUCKETS >= 2")
     return settings
 
 
