@@ -1,4 +1,4 @@
-"""`mab serve` and `mab demo`."""
+"""`mab serve`, `mab demo` and `mab rotate-secret`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,35 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh-interval", type=float, dest="refresh_interval_s", help="seconds between snapshots")
     parser.add_argument("--flush-interval", type=float, dest="flush_interval_s", help="seconds between flushes")
     parser.add_argument("--log-level", help="debug, info, warning (BANDIT_LOG_LEVEL)")
+
+
+def _rotate_secret_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="Redis URL (BANDIT_REDIS_URL, default redis://127.0.0.1:6379/0)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        dest="grace_s",
+        metavar="SECONDS",
+        help="seconds the previous key still verifies after the switch (default: the longest feedback window)",
+    )
+    parser.add_argument(
+        "--activate-in",
+        type=float,
+        dest="activate_in_s",
+        metavar="SECONDS",
+        help="seconds until the new key signs, so every replica loads it first (default 10)",
+    )
+
+
+def _rotate_secret(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`mab rotate-secret`: a new shared decision-id key for every replica (see bandit/shared_keys.py)."""
+    from bandit.shared_keys import rotate_command
+
+    try:
+        settings = load_settings({"redis_url": args.redis_url})
+    except SettingsError as error:
+        parser.error(str(error))
+    return rotate_command(settings.redis_url, bool(settings.secret), args.grace_s, args.activate_in_s)
 
 
 def ensure_redis(settings: Settings) -> Settings:
@@ -73,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--rate", type=float, default=300.0, help="requests per second of simulated traffic")
+    _rotate_secret_parser(commands.add_parser("rotate-secret", help="rotate the decision-id key shared through Redis"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the demo
@@ -81,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         from bandit.demo import run_demo
 
         sys.exit(run_demo(port=args.port, duration_s=args.duration, rate_per_s=args.rate))
+    if args.command == "rotate-secret":
+        sys.exit(_rotate_secret(parser, args))
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         settings = load_settings(overrides)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
 from redis.asyncio import Redis
 
-from bandit.decision_ids import DecisionSigner
+from bandit.decision_ids import DecisionSigner, SigningKey
 from bandit.exceptions import StoreUnavailable
+from bandit.series_layout import SeriesLayout
 from bandit.settings import Settings
+from bandit.shared_keys import follow_keyring, load_keyring
 from bandit.store import ExperimentStore
 from proxy.app import ProxyApp
 from proxy.clients import make_upstream_client
@@ -43,13 +46,24 @@ class Services:
     mirror: ShadowMirror
 
 
-async def _decision_secret(settings: Settings, store: ExperimentStore) -> bytes:
-    if settings.secret:
-        return settings.secret.encode()
+def _configured_keys(settings: Settings) -> list[SigningKey]:
+    """BANDIT_SECRET signs; BANDIT_PREVIOUS_SECRET verifies until BANDIT_PREVIOUS_SECRET_UNTIL."""
+    assert settings.secret
+    ring = [SigningKey(settings.secret.encode())]
+    if settings.previous_secret and settings.previous_secret_until is not None:
+        until = settings.previous_secret_until
+        ring.append(SigningKey(settings.previous_secret.encode(), not_after=until.timestamp()))
+        ended = "ended" if until.timestamp() <= time.time() else "ends"
+        log.info("decision ids signed with BANDIT_PREVIOUS_SECRET verify until its grace %s at %s", ended, until)
+    return ring
+
+
+async def _shared_keys(settings: Settings, store: ExperimentStore) -> list[SigningKey]:
+    """The keyring shared through Redis, waiting for Redis to answer at start-up."""
     deadline = asyncio.get_running_loop().time() + REDIS_STARTUP_WAIT_S
     while True:
         try:
-            secret = await store.shared_secret()
+            ring = await load_keyring(store)
         except StoreUnavailable:
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(
@@ -58,8 +72,8 @@ async def _decision_secret(settings: Settings, store: ExperimentStore) -> bytes:
                 ) from None
             await asyncio.sleep(0.5)
         else:
-            log.info("BANDIT_SECRET not set: signing decision ids with the secret shared through Redis")
-            return secret
+            log.info("BANDIT_SECRET not set: signing decision ids with the keyring shared through Redis")
+            return ring
 
 
 def _probe_targets(registry: SnapshotRegistry) -> list[tuple[str, str]]:
@@ -81,9 +95,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     timeouts = Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s)
     client = make_upstream_client(settings.upstream_client, timeouts)
     try:
-        store = ExperimentStore(redis)
+        store = ExperimentStore(redis, SeriesLayout(settings.series_bucket_s, settings.series_buckets))
         rng = np.random.default_rng()
-        signer = DecisionSigner([await _decision_secret(settings, store)])
+        shared_keys = not settings.secret
+        signer = DecisionSigner(await _shared_keys(settings, store) if shared_keys else _configured_keys(settings))
         registry = SnapshotRegistry(store, rng, settings.refresh_interval_s)
         recorder = DecisionRecorder(store, settings.flush_interval_s)
         health = ArmHealth()
@@ -109,6 +124,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             asyncio.create_task(mirror.run()),
             asyncio.create_task(prober.run(lambda: _probe_targets(registry))),
         ]
+        if shared_keys:
+            background.append(asyncio.create_task(follow_keyring(store, signer)))
         async with running(registry):
             try:
                 yield services

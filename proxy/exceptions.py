@@ -13,11 +13,21 @@ failures after which no byte reached the upstream, so the request may go to anot
 
 from __future__ import annotations
 
+import re
+
+# A URL's query in a message: "http://host/path?" then everything up to a space or quote.
+_URL_QUERY = re.compile(r"""(\bhttps?://[^\s?#'"<>]*)\?[^\s#'"<>]*""")
+
 
 class UpstreamError(Exception):
     status_code = 502
     message = "upstream failed"
     retryable = False
+
+    def __str__(self) -> str:
+        # Client libraries quote the upstream URL in their messages, and a caller's query may
+        # carry its own credentials (?api_key=...): the log gets the URL without its query.
+        return _URL_QUERY.sub(r"\1?<query>", super().__str__())
 
 
 class UpstreamUnreachable(UpstreamError):

@@ -1,7 +1,11 @@
-"""The admin bearer token guard of the management API."""
+"""Bearer-token guards: the admin token of the management API, the optional feedback token.
+
+Tokens are compared in constant time and never logged, nor echoed in a response.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Any
 
@@ -9,18 +13,66 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from bandit.exceptions import Forbidden, NotAuthenticated
+from bandit.settings import Settings
+
+
+def token_matches(presented: str, expected: str) -> bool:
+    """Whether `presented` is `expected`, in time that depends on neither's content nor length."""
+    # compare_digest is constant-time only between equal lengths; comparing SHA-256 digests
+    # makes every comparison 32 bytes against 32, so not even the token's length leaks.
+    return hmac.compare_digest(_digest(presented), _digest(expected))
+
+
+def _digest(token: str) -> bytes:
+    # Header values arrive decoded as latin-1; utf-8 encodes any str without error.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), else None."""
+    scheme, _space, token = connection.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _settings(connection: ASGIConnection[Any, Any, Any, Any]) -> Settings:
+    settings: Settings = connection.app.state.services.settings
+    return settings
 
 
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """401 without a bearer token, 403 with a wrong one; compared in constant time."""
-    expected: str | None = connection.app.state.services.settings.admin_token
+    expected = _settings(connection).admin_token
     if not expected:
         raise NotAuthenticated(detail="the management API is disabled: start the service with BANDIT_ADMIN_TOKEN set")
-    scheme, _space, token = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = _bearer(connection)
+    if token is None:
         raise NotAuthenticated(
             detail="management requires 'Authorization: Bearer <BANDIT_ADMIN_TOKEN>'",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers={"WWW-Authenticate": 'Bearer realm="mab-admin"'},
         )
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    if not token_matches(token, expected):
         raise Forbidden(detail="the bearer token is not the admin token")
+
+
+def require_feedback_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    """With BANDIT_FEEDBACK_TOKEN set: 401 without a bearer token, 403 unless it is that token or the admin token.
+
+    The admin token is accepted too: whoever holds it can already reset or delete the
+    experiment, so it grants nothing new here, and operators' tools need only one token.
+    Unset, feedback stays open: the signed decision id is what proves a reward genuine.
+    """
+    settings = _settings(connection)
+    expected = settings.feedback_token
+    if not expected:
+        return
+    token = _bearer(connection)
+    if token is None:
+        raise NotAuthenticated(
+            detail="feedback requires 'Authorization: Bearer <BANDIT_FEEDBACK_TOKEN>'",
+            headers={"WWW-Authenticate": 'Bearer realm="mab-feedback"'},
+        )
+    accepted = [expected, settings.admin_token] if settings.admin_token else [expected]
+    # A list, not a generator: every comparison runs, so the time does not tell which token was near.
+    if not any([token_matches(token, candidate) for candidate in accepted]):
+        raise Forbidden(detail="the bearer token is not the feedback token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import post
 from msgspec import UNSET
 
+from bandit.api.auth import require_feedback_token
 from bandit.exceptions import MabError
 from bandit.feedback import ingest
 from bandit.models import Experiment
@@ -12,7 +13,7 @@ from bandit.payloads import FeedbackRequest, FeedbackResult
 from bandit.services import Services
 
 
-@post("/feedback", status_code=202)
+@post("/feedback", status_code=202, guards=[require_feedback_token])
 async def post_feedback(data: FeedbackRequest, services: Services) -> FeedbackResult:
     """Record one reward or a batch; a refused single reward answers with its own status (403, 410...)."""
 

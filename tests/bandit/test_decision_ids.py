@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from bandit.decision_ids import DecisionSigner
+from bandit.decision_ids import DecisionSigner, SigningKey
 from bandit.exceptions import ForgedDecision
 
 SIGNER = DecisionSigner([b"secret-one"])
@@ -51,3 +53,72 @@ def test_another_secret_does_not_verify_but_a_previous_one_does() -> None:
     with pytest.raises(ForgedDecision):
         SIGNER.verify(old)
     assert DecisionSigner([b"new", b"old"]).verify(old).arm == "a"
+
+
+class Clock:
+    """A settable clock, so the rotation's moments are exact, not slept for."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+NOW = 1_700_000_000.0
+
+
+def test_the_new_key_signs_and_the_previous_one_verifies_until_its_grace_ends() -> None:
+    clock = Clock(NOW)
+    old_id = DecisionSigner([b"old"], clock=clock).sign("e", "a", "i")
+    signer = DecisionSigner([SigningKey(b"new"), SigningKey(b"old", not_after=NOW + 60)], clock=clock)
+    new_id = signer.sign("e", "a", "i")
+    assert DecisionSigner([b"new"]).verify(new_id).arm == "a"  # signed with the new key alone
+    assert signer.verify(old_id).arm == "a"
+    clock.now = NOW + 59.999
+    assert signer.verify(old_id).arm == "a"
+    clock.now = NOW + 60
+    with pytest.raises(ForgedDecision, match=r"retired key: .* ended at 2023-11-14T22:14:20\+00:00"):
+        signer.verify(old_id)
+    assert signer.verify(new_id).arm == "a"
+
+
+def test_a_forged_id_is_told_apart_from_a_retired_one() -> None:
+    signer = DecisionSigner([SigningKey(b"new"), SigningKey(b"old", not_after=NOW - 1)], clock=Clock(NOW))
+    with pytest.raises(ForgedDecision, match="forged or altered"):
+        signer.verify(DecisionSigner([b"never-configured"]).sign("e", "a", "i"))
+
+
+def test_a_pending_key_verifies_at_once_and_signs_from_its_start() -> None:
+    # Rotation through Redis: every replica loads the new key before any signs with it.
+    clock = Clock(NOW)
+    signer = DecisionSigner([SigningKey(b"new", not_before=NOW + 10), SigningKey(b"old", not_after=NOW + 70)], clock)
+    early = signer.sign("e", "a", "i")
+    assert DecisionSigner([b"old"]).verify(early).arm == "a"
+    assert signer.verify(DecisionSigner([b"new"]).sign("e", "a", "i")).arm == "a"  # a replica that switched first
+    clock.now = NOW + 10
+    late = signer.sign("e", "a", "i")
+    assert DecisionSigner([b"new"]).verify(late).arm == "a"
+    with pytest.raises(ForgedDecision):
+        DecisionSigner([b"old"]).verify(late)
+
+
+def test_rekey_switches_a_running_signer() -> None:
+    signer = DecisionSigner([b"old"])
+    signer.rekey([SigningKey(b"new"), SigningKey(b"old", not_after=time.time() + 60)])
+    assert DecisionSigner([b"new"]).verify(signer.sign("e", "a", "i")).arm == "a"
+    assert signer.keys == (SigningKey(b"new"), SigningKey(b"old", not_after=signer.keys[1].not_after))
+
+
+@pytest.mark.parametrize(
+    ("keys", "match"),
+    [
+        ([], "at least one non-empty secret"),
+        ([b""], "at least one non-empty secret"),
+        ([SigningKey(b"gone", not_after=NOW - 1)], "no key of the keyring is in force"),
+        ([SigningKey(b"later", not_before=NOW + 1)], "no key of the keyring is in force"),
+    ],
+)
+def test_unusable_keyrings_are_refused(keys: list[SigningKey | bytes], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DecisionSigner(keys, clock=Clock(NOW))
