@@ -4,9 +4,15 @@ Each response carries ``outcome`` (1 = the prediction turned out right), drawn w
 the server's hidden reward rate; the traffic generator reports it as feedback, as a
 client would report a click or a correct label.
 
-    python -m loadtest.model_server --arm v1:0.04 --arm v2:0.05 --arm v3:0.07
+    python -m loadtest.model_server --arm v1:0.04 --arm v2:0.05 --arm v3:0.07 [--control]
 
-prints one JSON line {name: url} once every server listens.
+prints one JSON line {name: url} once every server listens. With --control it also
+serves a control API on another loopback port and prints a second line {"control": url}:
+`PUT /arms/{name}` with {"mode": "ok" | "error" | "slow", "delay_ms": N, "health": bool}
+switches how that version answers every path (/health too unless "health" is false), for
+the fault-injection scenarios. The
+control API has a port of its own so the proxy, which forwards any path to an arm's URL,
+can never reach it.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import uvicorn
 
 from bandit.local_redis import free_port
@@ -42,17 +49,34 @@ class ModelSpec:
         return cls(name, float(rate), port, latency)
 
 
+class Behaviour(msgspec.Struct, forbid_unknown_fields=True):
+    """How a model version answers right now: normally, with 500s, or after a delay."""
+
+    mode: Literal["ok", "error", "slow"] = "ok"
+    delay_ms: float = 0.0
+    # False: /health keeps answering normally, as a server whose model is broken but whose
+    # process is fine would; only the proxy's passive checks can see the fault then.
+    health: bool = True
+
+
 class SimulatedModel:
     """ASGI app of one model version."""
 
     def __init__(self, spec: ModelSpec, seed: int | None = None) -> None:
         self.spec = spec
         self.random = random.Random(seed)
+        self.behaviour = Behaviour()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        behaviour = self.behaviour
+        if behaviour.mode != "ok" and (behaviour.health or path != "/health"):
+            if behaviour.mode == "error":
+                await _send_json(send, {"error": "injected fault", "model": self.spec.name}, 500)
+                return
+            await asyncio.sleep(behaviour.delay_ms / 1000)
         if path == "/sink":
             await self._sink(receive, send)
             return
@@ -120,15 +144,55 @@ async def _send_json(send: Callable[..., Any], payload: dict[str, Any], status: 
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve_models(specs: list[ModelSpec], host: str = "127.0.0.1", announce: bool = True) -> None:
-    """Serve every model version from this process until cancelled."""
+class ControlApp:
+    """ASGI app of the control API: `PUT /arms/{name}` sets that version's Behaviour."""
+
+    def __init__(self, models: dict[str, SimulatedModel]) -> None:
+        self.models = models
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        name = scope["path"].removeprefix("/arms/")
+        model = self.models.get(name)
+        if scope["method"] != "PUT" or not scope["path"].startswith("/arms/") or model is None:
+            await _send_json(send, {"error": f"PUT /arms/NAME with NAME one of {sorted(self.models)}"}, 404)
+            return
+        try:
+            model.behaviour = msgspec.json.decode(body, type=Behaviour)
+        except msgspec.ValidationError as error:
+            await _send_json(send, {"error": str(error)}, 422)
+            return
+        await _send_json(send, {"arm": name, **msgspec.structs.asdict(model.behaviour)})
+
+
+def _server(app: Any, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+
+
+async def serve_models(
+    specs: list[ModelSpec], host: str = "127.0.0.1", announce: bool = True, control: bool = False
+) -> None:
+    """Serve every model version (and with `control` the control API) from this process until cancelled."""
     servers = []
     urls = {}
+    models = {spec.name: SimulatedModel(spec) for spec in specs}
     for spec in specs:
         port = spec.port or free_port()
-        config = uvicorn.Config(SimulatedModel(spec), host=host, port=port, log_level="warning", lifespan="off")
-        servers.append(uvicorn.Server(config))
+        servers.append(_server(models[spec.name], host, port))
         urls[spec.name] = f"http://{host}:{port}"
+    control_url = None
+    if control:
+        # Loopback whatever --host says: nobody but the scenario on this machine may inject faults.
+        control_port = free_port()
+        servers.append(_server(ControlApp(models), "127.0.0.1", control_port))
+        control_url = f"http://127.0.0.1:{control_port}"
     tasks = [asyncio.create_task(server.serve()) for server in servers]
     while not all(server.started for server in servers):
         if any(task.done() for task in tasks):
@@ -136,6 +200,8 @@ async def serve_models(specs: list[ModelSpec], host: str = "127.0.0.1", announce
         await asyncio.sleep(0.02)
     if announce:
         print(json.dumps(urls), flush=True)
+        if control_url is not None:
+            print(json.dumps({"control": control_url}), flush=True)
     await asyncio.gather(*tasks)
 
 
@@ -143,9 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", action="append", required=True, type=ModelSpec.parse, help="NAME:RATE[:PORT[:MS]]")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--control", action="store_true", help="serve the fault-injection control API too")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve_models(args.arm, args.host))
+        asyncio.run(serve_models(args.arm, args.host, control=args.control))
     except KeyboardInterrupt:
         sys.exit(0)
 

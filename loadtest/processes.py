@@ -68,3 +68,25 @@ def model_urls(process: subprocess.Popen[str]) -> dict[str, str]:
         raise RuntimeError("the model servers exited before listening")
     urls: dict[str, str] = json.loads(line)
     return urls
+
+
+def control_url(process: subprocess.Popen[str]) -> str:
+    """The control API's URL: the line after the {name: URL} line of `model_server --control`."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError("the model servers exited before announcing their control API")
+    url: str = json.loads(line)["control"]
+    return url
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc: uvicorn's workers under its supervisor)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # Fields after the parenthesised command name: state, ppid, ...
+            state, ppid = status.read_text().rpartition(")")[2].split()[:2]
+            if int(ppid) == pid and state not in ("Z", "X"):
+                found.append(int(status.parent.name))
+    return sorted(found)

@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,7 +21,7 @@ class Tally:
 
     decisions: Counter[str] = field(default_factory=Counter)
     rewards: Counter[str] = field(default_factory=Counter)
-    reward_sum: Counter[str] = field(default_factory=Counter)
+    reward_sum: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     failed: int = 0
     feedback_failed: int = 0
     # Status and start of the body of every failed request, by route, for the failure report.

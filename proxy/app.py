@@ -115,13 +115,14 @@ class ProxyApp:
         for attempt in (1, 2):
             arm = experiment.arms[index]
             started = time.perf_counter()
+            self.health.sending(arm.url)
             try:
                 response = await self.client.send(
                     method, self._origin(arm.url), target, headers, body, self._timeouts(arm)
                 )
             except UpstreamError as error:
                 self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
-                self.health.observe(arm.url, failed=True)
+                self.health.observe(arm.url, failed=True, connection_failed=error.retryable)
                 if isinstance(body, StreamedBody) and body.too_large:
                     await _error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
                     return

@@ -2,9 +2,16 @@
 
 Passive: after `failures_to_eject` consecutive failed requests an upstream is ejected
 for a back-off period (doubling on each relapse, up to a cap); when the period ends it
-takes traffic again on probation, and its first success clears the record.
+is on probation: one request at a time is let through as a trial, its success clears the
+record, its failure ejects it again for longer. One trial, not all the traffic that
+arrives while the first answer is awaited: against an upstream that hangs until the read
+timeout, every request sent meanwhile would fail.
 Active: a background probe of each upstream's health path (see `HealthProber`) ejects an
-upstream whose probe fails and readmits it as soon as a probe succeeds.
+upstream whose probe fails. A passing probe readmits an upstream at once when all it had
+against it was failed connections (which the probe's own connection disproves), but not
+when it answered real requests badly (5xx, read timeouts, broken responses): a health
+path can pass while the model behind it fails, so that upstream must earn its way back
+through probation.
 Upstreams are keyed by base URL: one model server behind several experiments is one health.
 """
 
@@ -23,6 +30,8 @@ log = logging.getLogger("mab.proxy.health")
 FAILURES_TO_EJECT = 3
 FIRST_BACKOFF_S = 2.0
 MAX_BACKOFF_S = 30.0
+#: A trial on probation that has not been answered by then is taken as lost, and another is let through.
+TRIAL_TIMEOUT_S = MAX_BACKOFF_S
 
 
 @dataclass(slots=True)
@@ -31,6 +40,10 @@ class _Record:
     ejected_until: float = 0.0
     backoff_s: float = 0.0
     probe_failing: bool = False
+    # Some failure since the last success came after the request reached the upstream.
+    answered_badly: bool = False
+    # When the trial request of a probation was sent; 0.0 when no trial is in flight.
+    trial_sent_at: float = 0.0
 
 
 class ArmHealth:
@@ -49,18 +62,29 @@ class ArmHealth:
         self.clock = clock
         self._records: dict[str, _Record] = {}
 
-    def observe(self, url: str, failed: bool) -> None:
-        """Count one forwarded request's outcome."""
+    def sending(self, url: str) -> None:
+        """A request is about to go to `url` (called between choosing it and the first await):
+        on probation, it is the trial, and no other request goes there until it is answered."""
+        record = self._records.get(url)
+        if record is not None and self._on_probation(record):
+            record.trial_sent_at = self.clock()
+
+    def observe(self, url: str, failed: bool, connection_failed: bool = False) -> None:
+        """Count one forwarded request's outcome; `connection_failed`: no connection could be made."""
         record = self._records.get(url)
         if not failed:
             if record is not None and not record.probe_failing:
                 if record.ejected_until or record.consecutive_failures:
                     log.info("upstream %s healthy again", url)
                 del self._records[url]
+            elif record is not None:
+                record.trial_sent_at = 0.0
             return
         if record is None:
             record = self._records[url] = _Record()
         record.consecutive_failures += 1
+        record.answered_badly |= not connection_failed
+        record.trial_sent_at = 0.0
         if record.consecutive_failures >= self.failures_to_eject and self.clock() >= record.ejected_until:
             # First ejection, or a relapse on probation: back off longer each time.
             record.backoff_s = min(self.max_backoff_s, record.backoff_s * 2 or self.first_backoff_s)
@@ -73,12 +97,17 @@ class ArmHealth:
             )
 
     def probed(self, url: str, ok: bool) -> None:
-        """Take an active probe's verdict: a failing probe ejects, a passing one readmits."""
+        """Take an active probe's verdict: a failing probe ejects, a passing one readmits (see above)."""
         record = self._records.get(url)
         if ok:
-            if record is not None:
-                log.info("upstream %s passed its health probe: readmitted", url)
-                del self._records[url]
+            if record is None:
+                return
+            if record.answered_badly:
+                # The probe's own verdict is withdrawn; the passive ejection runs its course.
+                record.probe_failing = False
+                return
+            log.info("upstream %s passed its health probe: readmitted", url)
+            del self._records[url]
             return
         if record is None:
             record = self._records[url] = _Record()
@@ -87,19 +116,31 @@ class ArmHealth:
         record.probe_failing = True
 
     def is_healthy(self, url: str) -> bool:
+        """May `url` take a request now (on probation: only while no trial is in flight)?"""
         record = self._records.get(url)
         if record is None:
             return True
-        return not record.probe_failing and self.clock() >= record.ejected_until
+        if self._ejected(record):
+            return False
+        if self._on_probation(record):
+            return not record.trial_sent_at or self.clock() - record.trial_sent_at > TRIAL_TIMEOUT_S
+        return True
 
     def state(self, url: str) -> str:
-        """ "healthy", "ejected" (no traffic) or "probation" (traffic again after a back-off)."""
+        """ "healthy", "ejected" (no traffic) or "probation" (trials again after a back-off)."""
         record = self._records.get(url)
         if record is None:
             return "healthy"
-        if not self.is_healthy(url):
+        if self._ejected(record):
             return "ejected"
         return "probation" if record.consecutive_failures else "healthy"
+
+    def _ejected(self, record: _Record) -> bool:
+        return record.probe_failing or self.clock() < record.ejected_until
+
+    def _on_probation(self, record: _Record) -> bool:
+        """Ejected once, back-off over, not yet cleared by a success."""
+        return record.consecutive_failures >= self.failures_to_eject and not self._ejected(record)
 
 
 class HealthProber:
@@ -118,7 +159,8 @@ class HealthProber:
         try:
             response = await client.get(url.rstrip("/") + path, timeout=self.timeout_s)
             ok = response.status_code < 400
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+            # A probe that cannot even be sent counts as failed: it must not end the whole round.
             ok = False
         self.health.probed(url, ok)
 

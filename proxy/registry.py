@@ -27,6 +27,9 @@ NEGATIVE_TTL_S = 1.0
 #: decisions/s a 0.5 s poll would route 1,000 decisions on statistics that ignore their
 #: predecessors' rewards, which shows up directly as regret.
 REWARDED_REFRESH_S = 0.05
+#: Back-off between attempts to subscribe to change notices again after losing Redis.
+RESUBSCRIBE_FIRST_S = 0.1
+RESUBSCRIBE_MAX_S = 2.0
 
 
 class SnapshotRegistry:
@@ -141,16 +144,26 @@ class SnapshotRegistry:
             await asyncio.sleep(self.refresh_interval_s)
 
     async def run_change_listener(self) -> None:
-        """Rebuild an experiment's snapshot as soon as any replica announces a change."""
+        """Rebuild an experiment's snapshot as soon as any replica announces a change.
+
+        Pub/sub delivers nothing sent while this process was not subscribed, so after every
+        (re)subscription all experiments are re-read once; then no change made during an
+        outage waits for the next poll (which may be far off). Reconnection backs off from
+        RESUBSCRIBE_FIRST_S to RESUBSCRIBE_MAX_S, not by the poll interval.
+        """
+        backoff = RESUBSCRIBE_FIRST_S
         while True:
             try:
                 async with self.store.changes() as pubsub:
+                    await self.refresh_all()
+                    backoff = RESUBSCRIBE_FIRST_S
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             await self.refresh_one(message["data"].decode())
-            except Exception as error:  # reconnect after a Redis outage
-                log.debug("change listener interrupted: %r", error)
-            await asyncio.sleep(self.refresh_interval_s)
+            except Exception as error:  # a Redis outage: subscribe again when it answers
+                log.info("change subscription interrupted (%s); subscribing again", type(error).__name__)
+            await asyncio.sleep(backoff)
+            backoff = min(RESUBSCRIBE_MAX_S, backoff * 2)
 
 
 @contextlib.asynccontextmanager

@@ -71,7 +71,7 @@ class ShadowMirror:
 
     async def _send(self, request: MirroredRequest) -> None:
         started = time.perf_counter()
-        failed = False
+        failed = connection_failed = False
         try:
             response = await self.client.send(
                 request.method, request.origin, request.target, request.headers, request.body, request.timeouts
@@ -83,12 +83,12 @@ class ShadowMirror:
             finally:
                 await response.close()
         except UpstreamError as error:
-            failed = True
+            failed, connection_failed = True, error.retryable
             log.debug("shadow arm %s of %s failed: %s", request.arm, request.experiment, error)
         latency_ms = (time.perf_counter() - started) * 1000.0
         self.sent += 1
         self.recorder.record(request.experiment, request.incarnation, request.arm, latency_ms, error=failed)
-        self.health.observe(request.url, failed=failed)
+        self.health.observe(request.url, failed=failed, connection_failed=connection_failed)
 
     async def _work(self) -> None:
         while True:

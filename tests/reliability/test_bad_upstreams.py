@@ -1,0 +1,35 @@
+"""Upstreams killed, failing and slow under load: few failed requests, the bad arms ejected and
+shown so, excluded from traffic, and readmitted once healed (loadtest.faults.bad_upstreams)."""
+
+from __future__ import annotations
+
+import math
+
+from loadtest.faults.bad_upstreams import BAD_ARMS, run_bad_upstreams
+from loadtest.faults.report import print_row
+from proxy.health import FIRST_BACKOFF_S
+
+COMMAND = "MAB_TEST_DB=4 .venv/bin/pytest -s tests/reliability/test_bad_upstreams.py"
+
+
+def test_bad_upstreams_cost_under_one_percent_and_heal(clean_test_db: str) -> None:
+    run = run_bad_upstreams(clean_test_db, command=COMMAND)
+    print_row(run.row())
+
+    # One healthy arm of four is enough: fewer than 1 % of the client requests fail.
+    assert run.failed < 0.01 * run.requests, run.ledger.failures
+    # Each bad arm is shown ejected in the stats while the healthy one is not.
+    assert {arm: run.health_during[arm] for arm in BAD_ARMS} == dict.fromkeys(BAD_ARMS, "ejected")
+    assert run.health_during["healthy"] == "healthy"
+    # Excluded from traffic: the dead arm (its probe fails) gets nothing; the failing and slow
+    # ones (their /health passes) only one probation trial at the end of each back-off.
+    attempts = run.attempts_while_ejected
+    assert attempts["dead"] == 0, attempts
+    trials = math.floor(run.excluded_window_s / FIRST_BACKOFF_S) + 1
+    assert attempts["failing"] <= trials and attempts["slow"] <= trials, (attempts, trials)
+    assert attempts["healthy"] > 0
+    # Healed, they are readmitted and take their share again.
+    assert set(run.health_after.values()) == {"healthy"}, run.health_after
+    assert all(run.attempts_after_healing[arm] > 0 for arm in BAD_ARMS), run.attempts_after_healing
+    # Nothing acknowledged is lost on the way.
+    assert run.books.rewards_exact and run.books.decisions_lost == 0
