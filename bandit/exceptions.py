@@ -10,7 +10,9 @@ MabError (HTTPException)
 ├── ExperimentNotFound           404
 ├── ArmNotFound                  404
 ├── ExperimentExists             409
+├── TooManyExperiments           409  the deployment holds BANDIT_MAX_EXPERIMENTS already
 ├── ConcurrentUpdate             409  the experiment changed under a PATCH too many times in a row
+├── NothingToRollBack            409  a rollback with no earlier settings kept
 └── StoreUnavailable             503  Redis does not answer; the client should retry (Retry-After)
 
 Redis errors are translated into StoreUnavailable at one boundary: :mod:`bandit.store`.
@@ -69,7 +71,21 @@ class ExperimentExists(MabError):
         super().__init__(detail=f"experiment {name!r} already exists")
 
 
+class TooManyExperiments(MabError):
+    status_code = 409
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            detail=f"the limit of {limit} experiments (BANDIT_MAX_EXPERIMENTS) is reached: "
+            "delete one or raise the limit"
+        )
+
+
 class ConcurrentUpdate(MabError):
+    status_code = 409
+
+
+class NothingToRollBack(MabError):
     status_code = 409
 
 

@@ -7,20 +7,60 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-#: Experiment and arm names end up in URLs, Redis keys and decision ids: keep them plain.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-Name = Annotated[
-    str,
-    Meta(pattern=NAME_PATTERN, description="1-64 letters, digits, '-' or '_', starting with a letter or digit"),
-]
-UpstreamUrl = Annotated[
-    str,
-    Meta(
-        pattern=r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", max_length=2048, description="http(s) base URL of a model server"
-    ),
-]
+# Patterns are checked with Python's `re.search`, whose `$` also matches before a final newline:
+# each one ends in `(?!\n)$` so "name\n" is refused too (in the ECMA regexes of the OpenAPI
+# schema the lookahead changes nothing).
+
+#: Experiment and arm names end up in URLs, Redis keys (inside the `{name}` hash tag) and
+#: decision ids (dot-separated): ASCII letters, digits, '-' and '_' only, so no '/', '.', '{',
+#: '}', ':', space, control or non-ASCII character can reach any of them.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(?!\n)$"
+NAME_RULE = "1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit"
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN, description=NAME_RULE)]
+
+# An upstream is contacted by the proxy for every request: only http(s), a host, an optional
+# port 1-65535 and a path of printable ASCII; no credentials (they would leak into logs and
+# stats), no query or fragment (the client's own are appended), no spaces or control characters.
+# The host is a name whose last label is not all digits, a dotted-quad IPv4 address, or an
+# [IPv6] address in hex notation (no embedded IPv4): numeric shorthands like 2130706433 for
+# 127.0.0.1 are refused, and so is any address an HTTP client would only reject when connecting
+# (httpx then raises InvalidURL, which is no connection error).
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_NAME = rf"(?:{_LABEL}\.)*(?=[0-9]*[A-Za-z_-]){_LABEL}"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_HEX = "[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(
+    [  # eight groups, or fewer with one "::" standing for the missing ones
+        rf"(?:{_HEX}:){{7}}{_HEX}",
+        rf"(?:{_HEX}:){{1,7}}:",
+        *(rf"(?:{_HEX}:){{1,{7 - n}}}(?::{_HEX}){{{n}}}" for n in range(1, 7)),
+        rf":(?:(?::{_HEX}){{1,7}}|:)",
+    ]
+)
+_HOST = rf"(?:{_NAME}|{_OCTET}(?:\.{_OCTET}){{3}}|\[(?:{_IPV6})\])"
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+_PATH = r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?"
+URL_PATTERN = rf"^https?://{_HOST}{_PORT}{_PATH}(?!\n)$"
+URL_RULE = (
+    "an http:// or https:// URL with a host (a name, an IPv4 address or an [IPv6] address), an optional "
+    "port (1-65535) and path, and no credentials, query, fragment, spaces or control characters"
+)
+UpstreamUrl = Annotated[str, Meta(max_length=2048, pattern=URL_PATTERN, description=URL_RULE)]
+
+HEALTH_PATH_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*(?!\n)$"
+HEALTH_PATH_RULE = "a path starting with '/', of printable ASCII without spaces, '?' or '#'"
+
+#: What each pattern means, for error messages: msgspec reports a mismatch by quoting the regex.
+PATTERN_RULES = {NAME_PATTERN: NAME_RULE, URL_PATTERN: URL_RULE, HEALTH_PATH_PATTERN: HEALTH_PATH_RULE}
+
 MAX_ARMS = 256
+#: Largest reward (and reward bound) in absolute value: its square and sums stay far from overflow.
+MAX_REWARD_MAGNITUDE = 1e15
+MIN_BOUNDS_WIDTH = 1e-9
 MAX_FEEDBACK_WINDOW_S = 90 * 24 * 3600
+# Litestar drops a bound of 0 from the schema of an optional number; state it again.
+_POSITIVE = {"extra": {"exclusive_minimum": 0}}
+Weight = Annotated[float, Meta(ge=0, le=1e9)]
 
 
 class Base(Struct, forbid_unknown_fields=True):
@@ -32,15 +72,17 @@ class ArmSpec(Base):
 
     name: Name
     url: UpstreamUrl
-    weight: Annotated[float, Meta(ge=0, le=1e9)] = 1.0
+    weight: Weight = 1.0
     # A shadow arm gets a copy of `mirror_percent` % of the served requests; its answers are discarded.
     shadow: bool = False
     mirror_percent: Annotated[float, Meta(ge=0, le=100)] = 100.0
     # Per-arm timeouts; omitted, the service's BANDIT_UPSTREAM_CONNECT_TIMEOUT / BANDIT_UPSTREAM_TIMEOUT.
-    connect_timeout_s: Annotated[float, Meta(gt=0, le=600)] | None = None
-    read_timeout_s: Annotated[float, Meta(gt=0, le=3600)] | None = None
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=600, extra_json_schema=_POSITIVE)] | None = None
+    read_timeout_s: Annotated[float, Meta(gt=0, le=3600, extra_json_schema=_POSITIVE)] | None = None
     # Path probed every few seconds (e.g. "/health"); a failing probe takes the arm out of rotation.
-    health_path: Annotated[str, Meta(pattern=r"^/[^?#\s]*$", max_length=512)] | None = None
+    health_path: (
+        Annotated[str, Meta(max_length=512, pattern=HEALTH_PATH_PATTERN, description=HEALTH_PATH_RULE)] | None
+    ) = None
 
 
 class ChangeDetectionSettings(Base):
@@ -99,9 +141,13 @@ class GradientSettings(LearningSettings, tag="gradient", tag_field="kind"):
     baseline: bool = True
 
 
+# Litestar leaves the bounds of list items out of the schema; state them for clients and fuzzers.
+_WEIGHTS_SCHEMA = {"extra": {"items": {"type": "number", "minimum": 0, "maximum": 1e9}}}
+
+
 class StaticSettings(Base, tag="static", tag_field="kind"):
     # One weight per arm in the order of `arms`; omitted, each arm's own `weight` is used.
-    weights: list[Annotated[float, Meta(ge=0, le=1e9)]] | None = None
+    weights: Annotated[list[Weight], Meta(max_length=MAX_ARMS, extra_json_schema=_WEIGHTS_SCHEMA)] | None = None
 
 
 PolicySettings = (
@@ -115,13 +161,19 @@ PolicySettings = (
 )
 
 
+# Litestar documents a fixed-length tuple by its item types alone; say that it has exactly two
+# numbers and their range.
+_BOUND_SCHEMA = {"type": "number", "minimum": -MAX_REWARD_MAGNITUDE, "maximum": MAX_REWARD_MAGNITUDE}
+_PAIR_SCHEMA = {"extra": {"min_items": 2, "max_items": 2, "prefix_items": [_BOUND_SCHEMA, _BOUND_SCHEMA]}}
+
+
 class RewardSpec(Base):
     """How rewards arrive and what values they take."""
 
     mode: Literal["explicit", "conversion"] = "explicit"
     window_s: Annotated[int, Meta(ge=1, le=MAX_FEEDBACK_WINDOW_S)] = 86_400
     # Rewards outside [lower, upper] are refused; null means unbounded real rewards.
-    bounds: tuple[float, float] | None = (0.0, 1.0)
+    bounds: Annotated[tuple[float, float], Meta(extra_json_schema=_PAIR_SCHEMA)] | None = (0.0, 1.0)
     # λ in reward = feedback − λ · latency_s, the latency being the proxy's own measurement
     # of the decision's request: trades accuracy against speed (pruned, quantised models).
     latency_penalty: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
@@ -129,8 +181,14 @@ class RewardSpec(Base):
     def __post_init__(self) -> None:
         if self.bounds is not None:
             lower, upper = self.bounds
-            if not lower < upper or not all(abs(x) < 1e15 for x in self.bounds):
-                raise ValueError(f"reward.bounds must be finite with lower < upper, got {list(self.bounds)}")
+            # Rewards are divided by the width to reach the policy's [0, 1] scale: a vanishing width
+            # would turn a latency-penalised reward into infinity on that scale.
+            if not all(abs(x) <= MAX_REWARD_MAGNITUDE for x in self.bounds) or not upper - lower >= MIN_BOUNDS_WIDTH:
+                raise ValueError(
+                    # No " - " in the message: Litestar cuts msgspec's messages at the first one.
+                    f"reward.bounds must be [lower, upper] with lower < upper, upper at least {MIN_BOUNDS_WIDTH:g} "
+                    f"above lower, and both within ±{MAX_REWARD_MAGNITUDE:g}; got {list(self.bounds)}"
+                )
 
 
 class StoppingRule(Base):

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
-from bandit.models import Base, Status
+from bandit.models import MAX_REWARD_MAGNITUDE, Base, Status
 
 MAX_DECISION_ID_LENGTH = 256
+#: Largest batch of rewards in one request (422 past it): one Lua call counts a batch per experiment.
 MAX_FEEDBACK_ITEMS = 1000
 
-# JSON has no NaN; the bounds also keep 1e999 (infinity) out.
-Reward = Annotated[float, Meta(ge=-1e15, le=1e15)]
+# JSON has no NaN or Infinity, and 1e999 decodes to infinity: the finite bounds refuse it, and
+# keep every reward (also of an experiment without reward bounds) and its square far from overflow.
+Reward = Annotated[float, Meta(ge=-MAX_REWARD_MAGNITUDE, le=MAX_REWARD_MAGNITUDE)]
 
 
 class FeedbackItem(Base):
@@ -23,6 +25,8 @@ class FeedbackItem(Base):
 class FeedbackRequest(Base):
     """One reward (`decision` and `reward`) or a batch of them (`items`)."""
 
+    # For the OpenAPI schema (bandit/api/openapi.py): exactly one of these groups is required.
+    __openapi_alternatives__: ClassVar[tuple[tuple[str, ...], ...]] = (("decision", "reward"), ("items",))
     decision: Annotated[str, Meta(min_length=1, max_length=MAX_DECISION_ID_LENGTH)] | UnsetType = UNSET
     reward: Reward | UnsetType = UNSET
     items: Annotated[list[FeedbackItem], Meta(min_length=1, max_length=MAX_FEEDBACK_ITEMS)] | UnsetType = UNSET
