@@ -14,10 +14,20 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
 from bandit import __version__
+from bandit.api.dashboard import (
+    dashboard_asset,
+    dashboard_overview,
+    experiment_events,
+    experiment_page,
+    overview_page,
+)
 from bandit.api.errors import http_error, unexpected_error, validation_error
 from bandit.api.experiments import ExperimentsController
 from bandit.api.feedback import post_feedback
+from bandit.api.openapi import StrictStructSchemaPlugin
+from bandit.api.rollback import rollback
 from bandit.api.system import healthz, readyz
+from bandit.dashboard_state import Dashboard, open_dashboard
 from bandit.services import Services, open_services
 from bandit.settings import Settings, load_settings
 
@@ -29,14 +39,20 @@ def _services(state: State) -> Services:
     return services
 
 
+def _dashboard(state: State) -> Dashboard:
+    dashboard: Dashboard = state.dashboard
+    return dashboard
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the service; Redis and the upstream client are opened by its lifespan."""
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with open_services(settings) as services, open_dashboard(services) as dashboard:
             app.state.services = services
+            app.state.dashboard = dashboard
             log.info("mab %s ready, state in Redis at %s", __version__, _redacted(settings.redis_url))
             yield
 
@@ -46,8 +62,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await scope["app"].state.services.proxy(scope, receive, send)
 
     return Litestar(
-        route_handlers=[invoke, ExperimentsController, post_feedback, healthz, readyz],
-        dependencies={"services": Provide(_services, sync_to_thread=False)},
+        route_handlers=[
+            invoke,
+            ExperimentsController,
+            rollback,
+            post_feedback,
+            healthz,
+            readyz,
+            overview_page,
+            experiment_page,
+            dashboard_asset,
+            dashboard_overview,
+            experiment_events,
+        ],
+        dependencies={
+            "services": Provide(_services, sync_to_thread=False),
+            "dashboard": Provide(_dashboard, sync_to_thread=False),
+        },
         lifespan=[lifespan],
         exception_handlers={
             ValidationException: validation_error,
@@ -55,7 +86,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             Exception: unexpected_error,
         },
         openapi_config=OpenAPIConfig(title="mab", version=__version__, path="/schema"),
-        request_max_body_size=settings.max_body_bytes,
+        # Management and feedback bodies; the proxy reads its own (BANDIT_MAX_BODY_BYTES).
+        request_max_body_size=settings.max_api_body_bytes,
+        plugins=[StrictStructSchemaPlugin()],
         logging_config=None,
     )
 

@@ -23,6 +23,8 @@ from bandit.local_redis import answers, free_port, start_redis
 EXPERIMENT = "demo"
 # Hidden reward rates: the bandit should find v3 without being told.
 MODELS = {"v1-baseline": 0.04, "v2-distilled": 0.05, "v3-retrained": 0.07}
+#: A candidate that gets a copy of a quarter of the traffic and serves none of it.
+SHADOW = {"v4-quantised": 0.06}
 
 
 def _spawn(stack: ExitStack, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -78,7 +80,8 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
             print(f"no Redis on 127.0.0.1:6379: started redis-server at {redis_url}")
         if answers("127.0.0.1", port, 0.2) or _port_taken(port):
             port = free_port()
-        models = _spawn(stack, ["-m", "loadtest.model_server", *[f"--arm={n}:{r}" for n, r in MODELS.items()]])
+        versions = {**MODELS, **SHADOW}
+        models = _spawn(stack, ["-m", "loadtest.model_server", *[f"--arm={n}:{r}" for n, r in versions.items()]])
         assert models.stdout is not None
         urls = json.loads(models.stdout.readline())
         base = f"http://127.0.0.1:{port}"
@@ -95,7 +98,12 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
             "/api/experiments",
             json={
                 "name": EXPERIMENT,
-                "arms": [{"name": name, "url": url} for name, url in urls.items()],
+                "arms": [
+                    {"name": name, "url": url}
+                    if name not in SHADOW
+                    else {"name": name, "url": url, "shadow": True, "mirror_percent": 25}
+                    for name, url in urls.items()
+                ],
                 "policy": {"kind": "thompson"},
                 "reward": {"mode": "explicit", "window_s": 3600},
             },
@@ -105,7 +113,9 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
         traffic += ["--duration", str(duration_s)] if duration_s else ["--duration", str(10 * 365 * 86400)]
         _spawn(stack, traffic)
         print(
-            f"\nmab demo is running: three model versions with hidden reward rates {list(MODELS.values())}\n"
+            f"\nmab demo is running: three model versions with hidden reward rates {list(MODELS.values())},\n"
+            f"and {', '.join(SHADOW)} in the shadow\n"
+            f"  dashboard:  {base}/dashboard/{EXPERIMENT}   (controls want the admin token: {token})\n"
             f"  invoke:     curl -i -X POST {base}/invoke/{EXPERIMENT}/predict -d '{{}}'\n"
             f"  stats:      curl -H 'Authorization: Bearer {token}' {base}/api/experiments/{EXPERIMENT}/stats\n"
             f"  API schema: {base}/schema\n"

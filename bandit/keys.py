@@ -12,6 +12,8 @@ PREFIX = "mab"
 EXPERIMENTS = f"{PREFIX}:experiments"
 #: Shared HMAC secret for decision ids when none is configured.
 SECRET = f"{PREFIX}:secret"
+#: Decision-id signing keys shared by every replica (JSON keyring; see bandit/shared_keys.py).
+KEYRING = f"{PREFIX}:signing-keys"
 #: Pub/sub channel announcing the name of an experiment whose config changed.
 CHANGES_CHANNEL = f"{PREFIX}:changes"
 
@@ -29,6 +31,20 @@ def stats(experiment: str) -> str:
 def latency(experiment: str) -> str:
     """Per-arm latency histogram (hash of "<arm>:<bucket>" -> count)."""
     return f"{PREFIX}:{{{experiment}}}:latency"
+
+
+def series(experiment: str, incarnation: str, bucket: int) -> str:
+    """One time bucket of the dashboard's history (hash; expires, so the history is bounded).
+
+    Scoped by incarnation: a reset experiment starts a new history, and the writes of a
+    replica still on the old incarnation cannot land in it.
+    """
+    return f"{PREFIX}:{{{experiment}}}:series:{incarnation}:{bucket}"
+
+
+def config_history(experiment: str) -> str:
+    """Earlier configs of the experiment, newest first (list, capped): what rollback restores."""
+    return f"{PREFIX}:{{{experiment}}}:history"
 
 
 def feedback_seen(experiment: str, decision_nonce: str) -> str:
@@ -67,6 +83,20 @@ def mirror_dropped_field(arm: str) -> str:
 
 def latency_field(arm: str, bucket: int) -> str:
     return f"{arm}:{bucket}"
+
+
+# Fields only the series buckets have: latency histogram entries ("l:" + latency_field),
+# and what the sampler saw once per bucket (see bandit/series.py).
+SERIES_LATENCY_PREFIX = "l:"
+SAMPLED_FIELD = "sampled"
+
+
+def p_best_field(arm: str) -> str:
+    return f"p:{arm}"
+
+
+def mean_field(arm: str) -> str:
+    return f"m:{arm}"
 
 
 # The statistics the policy reads, written by the feedback script (see record_feedback.lua):

@@ -6,6 +6,7 @@ become :class:`StoreUnavailable` here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
@@ -16,19 +17,40 @@ from typing import Any
 import msgspec
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bandit import keys
-from bandit.exceptions import ConcurrentUpdate, ExperimentExists, ExperimentNotFound, StoreUnavailable
+from bandit.exceptions import (
+    ConcurrentUpdate,
+    ExperimentExists,
+    ExperimentNotFound,
+    NothingToRollBack,
+    StoreUnavailable,
+    TooManyExperiments,
+)
 from bandit.learning import ObservationRules
 from bandit.models import Experiment, ExperimentSpec
 from bandit.scripts import Scripts
+from bandit.series_layout import SeriesLayout
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _encode = msgspec.json.Encoder().encode
 _decode_experiment = msgspec.json.Decoder(Experiment).decode
 _MAX_UPDATE_ATTEMPTS = 8
+PUBSUB_CLOSE_TIMEOUT_S = 2.0
+#: Earlier settings kept per experiment for rollback.
+CONFIG_HISTORY_KEPT = 20
+
+
+def _settings_of(experiment: Experiment) -> Any:
+    """What an operator changes: everything but the bookkeeping fields an update always moves."""
+    settings = msgspec.to_builtins(experiment)
+    for field in ("version", "updated_at", "incarnation"):
+        settings.pop(field, None)
+    return settings
 
 
 @contextlib.contextmanager
@@ -127,6 +149,18 @@ def as_bytes_hash(reply: dict[Any, Any]) -> dict[bytes, bytes]:
     }
 
 
+def retry_on_a_fresh_connection(redis: Redis) -> None:
+    """Send a command once more, on a new connection, when its pooled connection turns out closed.
+
+    After Redis restarts, every connection in the pool is dead and each would fail its next
+    command: a 503 for a feedback or management request made with Redis back up. A client
+    made by `Redis.from_url` does not retry at all (its pool gets no Retry), so the store sets
+    one. Only ConnectionError, and only once: a command that timed out may have run, and
+    running it again could count a batch of decisions twice.
+    """
+    redis.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+
+
 def new_incarnation() -> str:
     return secrets.token_hex(4)
 
@@ -134,28 +168,47 @@ def new_incarnation() -> str:
 class ExperimentStore:
     """Reads and writes experiments in Redis."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, series: SeriesLayout | None = None) -> None:
         self.redis = redis
+        retry_on_a_fresh_connection(redis)
         self.scripts = Scripts(redis)
+        # The dashboard's time buckets that decisions and rewards are also added to (None: not kept).
+        self.series = series
 
     # -- experiments -------------------------------------------------------------
-    async def create(self, spec: ExperimentSpec) -> Experiment:
+    async def create(self, spec: ExperimentSpec, max_experiments: int | None = None) -> Experiment:
+        """Store a new experiment; ExperimentExists if the name is taken, TooManyExperiments past the limit."""
         now = time.time()
         experiment = Experiment(
             **msgspec.structs.asdict(spec), incarnation=new_incarnation(), created_at=now, updated_at=now
         )
         with translate_redis_errors():
+            # The index lives in another cluster slot than the experiment's keys, so it is written
+            # first, on its own; `list_all` ignores names whose config is missing. Should Redis fail
+            # in between, the name stays reserved, and the client's retry of the create reuses it.
+            await self._reserve(spec.name, max_experiments)
             created = await self.scripts.create_experiment(
                 keys=[keys.config(spec.name), keys.stats(spec.name), keys.latency(spec.name)],
                 args=[_encode(experiment), experiment.incarnation],
             )
             if not created:
                 raise ExperimentExists(spec.name)
-            # The index lives in another cluster slot, so it is written after the config;
-            # `list_all` ignores names whose config is missing.
-            await self.redis.sadd(keys.EXPERIMENTS, spec.name)
             await self.redis.publish(keys.CHANGES_CHANNEL, spec.name)
         return experiment
+
+    async def _reserve(self, name: str, limit: int | None) -> None:
+        """Add `name` to the index, refusing a new name that would take the index past `limit`.
+
+        SADD and SCARD run in one transaction, so each creation counts every creation before it:
+        of racing creations only those that found room keep their name, and the limit holds.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(keys.EXPERIMENTS, name)
+            pipe.scard(keys.EXPERIMENTS)
+            added, count = await pipe.execute()
+        if added and limit is not None and count > limit:
+            await self.redis.srem(keys.EXPERIMENTS, name)
+            raise TooManyExperiments(limit)
 
     async def get(self, name: str) -> Experiment:
         with translate_redis_errors():
@@ -184,10 +237,17 @@ class ExperimentStore:
             updated = msgspec.structs.replace(
                 changed, version=current.version + 1, updated_at=time.time(), incarnation=incarnation
             )
+            history = "push" if _settings_of(changed) != _settings_of(current) else "keep"
             with translate_redis_errors():
                 outcome = await self.scripts.update_experiment(
-                    keys=[keys.config(name), keys.stats(name), keys.latency(name)],
-                    args=[str(current.version), _encode(updated), incarnation if reset_statistics else ""],
+                    keys=[keys.config(name), keys.stats(name), keys.latency(name), keys.config_history(name)],
+                    args=[
+                        str(current.version),
+                        _encode(updated),
+                        incarnation if reset_statistics else "",
+                        history,
+                        CONFIG_HISTORY_KEPT,
+                    ],
                 )
                 if outcome == -1:
                     raise ExperimentNotFound(name)
@@ -196,8 +256,36 @@ class ExperimentStore:
                     return updated
         raise ConcurrentUpdate(detail=f"experiment {name!r} kept changing during the update; retry")
 
+    async def rollback(self, name: str) -> Experiment:
+        """Restore the settings in place before the last change (statistics are kept).
+
+        Each rollback goes one change further back, up to CONFIG_HISTORY_KEPT changes.
+        """
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            current = await self.get(name)
+            with translate_redis_errors():
+                raw_previous = await self.redis.lindex(keys.config_history(name), 0)
+            if raw_previous is None:
+                raise NothingToRollBack(detail=f"experiment {name!r} has no earlier settings to roll back to")
+            previous = _decode_experiment(raw_previous)
+            restored = msgspec.structs.replace(
+                previous, version=current.version + 1, updated_at=time.time(), incarnation=current.incarnation
+            )
+            with translate_redis_errors():
+                outcome = await self.scripts.update_experiment(
+                    keys=[keys.config(name), keys.stats(name), keys.latency(name), keys.config_history(name)],
+                    args=[str(current.version), _encode(restored), "", "pop", CONFIG_HISTORY_KEPT],
+                )
+                if outcome == -1:
+                    raise ExperimentNotFound(name)
+                if outcome == 1:
+                    await self.redis.publish(keys.CHANGES_CHANNEL, name)
+                    return restored
+        raise ConcurrentUpdate(detail=f"experiment {name!r} kept changing during the rollback; retry")
+
     async def delete(self, name: str) -> None:
         with translate_redis_errors():
+            await self.redis.delete(keys.config_history(name))
             deleted = await self.redis.delete(keys.config(name), keys.stats(name), keys.latency(name))
             await self.redis.srem(keys.EXPERIMENTS, name)
             await self.redis.publish(keys.CHANGES_CHANNEL, name)
@@ -228,13 +316,15 @@ class ExperimentStore:
         rules: ObservationRules | None = None,
     ) -> list[int]:
         """Count each reward once; one code per record (1 counted, 0 duplicate, -1 stale, -2 gone)."""
-        args: list[str | int] = [incarnation, *(rules or ObservationRules()).script_args(int(time.time()))]
+        now = time.time()
+        series_keys, series_expiry = self._series_key(name, incarnation, now)
+        args: list[str | int] = [incarnation, *(rules or ObservationRules()).script_args(int(now)), series_expiry]
         for record in records:
             reward = record.reward
             args += [record.arm, repr(reward), repr(reward * reward), repr(record.scaled_reward), record.expires_at]
         with translate_redis_errors():
             codes = await self.scripts.record_feedback(
-                keys=[keys.stats(name)] + [keys.feedback_seen(name, record.nonce) for record in records],
+                keys=[keys.stats(name)] + [keys.feedback_seen(name, record.nonce) for record in records] + series_keys,
                 args=args,
             )
         return [int(code) for code in codes]
@@ -243,14 +333,24 @@ class ExperimentStore:
         self, name: str, incarnation: str, counters: dict[str, int], latencies: dict[str, int]
     ) -> bool:
         """Add locally counted stats fields and latency buckets; False if the experiment was reset."""
-        args: list[str | int] = [incarnation, len(counters)]
+        series_keys, series_expiry = self._series_key(name, incarnation, time.time())
+        args: list[str | int] = [incarnation, series_expiry, len(counters)]
         for field, increment in counters.items():
             args += [field, increment]
         for field, increment in latencies.items():
             args += [field, increment]
         with translate_redis_errors():
-            recorded = await self.scripts.record_decisions(keys=[keys.stats(name), keys.latency(name)], args=args)
+            recorded = await self.scripts.record_decisions(
+                keys=[keys.stats(name), keys.latency(name), *series_keys], args=args
+            )
         return bool(recorded)
+
+    def _series_key(self, name: str, incarnation: str, now: float) -> tuple[list[str], str | int]:
+        """The current series bucket as an optional script key, and the time it expires at."""
+        if self.series is None:
+            return [], ""
+        bucket = self.series.bucket_of(now)
+        return [keys.series(name, incarnation, bucket)], self.series.expire_at(bucket)
 
     async def shared_secret(self) -> bytes:
         """The decision-id secret every replica agrees on, created on first use."""
@@ -268,4 +368,7 @@ class ExperimentStore:
             await pubsub.subscribe(keys.CHANGES_CHANNEL)
             yield pubsub
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            # redis-py's close can wait forever for the socket to close (redis/redis-py#3941),
+            # which would hold up a graceful shutdown: it gets a bounded time.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), PUBSUB_CLOSE_TIMEOUT_S)  # type: ignore[no-untyped-call]

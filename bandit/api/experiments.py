@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-import anyio.to_thread
 import msgspec
-import numpy as np
 from litestar import Controller, delete, get, patch, post
+from litestar.params import Parameter
 from msgspec import UNSET
 
 from bandit.api.auth import require_admin
+from bandit.api.errors import explain
 from bandit.exceptions import ArmNotFound, InvalidInput
-from bandit.learning import policy_discount
-from bandit.models import Experiment, ExperimentPatch, ExperimentSpec, PromoteRequest, StaticSettings
+from bandit.live_stats import compute_stats
+from bandit.models import (
+    NAME_PATTERN,
+    NAME_RULE,
+    Experiment,
+    ExperimentPatch,
+    ExperimentSpec,
+    PromoteRequest,
+    StaticSettings,
+)
 from bandit.payloads import ExperimentStats
 from bandit.services import Services
-from bandit.stats import experiment_stats
+
+#: The `{name}` of a URL: checked like a stored name, so no other text reaches a Redis key.
+ExperimentName = Annotated[
+    str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN, description=f"experiment name: {NAME_RULE}")
+]
 
 
-def _revalidated(experiment: Experiment) -> Experiment:
-    """Run every check of the model again on a changed experiment."""
+def _revalidated(current: Experiment, changes: dict[str, Any]) -> Experiment:
+    """`current` with `changes`, through every check of the model again.
+
+    Decoded rather than `structs.replace`d: replace runs `__post_init__` too, but its ValueError
+    would escape as a 500 instead of a 422 naming the rule.
+    """
+    raw = msgspec.to_builtins(current)
+    raw.update(msgspec.to_builtins(changes))
     try:
-        return msgspec.convert(msgspec.to_builtins(experiment), Experiment)
+        return msgspec.convert(raw, Experiment)
     except msgspec.ValidationError as error:
-        raise InvalidInput(detail=str(error)) from None
+        raise InvalidInput(detail=explain(str(error))) from None
 
 
 def _promotion(experiment: Experiment, arm_name: str | None) -> Experiment:
@@ -53,7 +71,7 @@ class ExperimentsController(Controller):
     @post("/", status_code=201)
     async def create(self, data: ExperimentSpec, services: Services) -> Experiment:
         """Create an experiment; it takes traffic at once on this replica, within a second on others."""
-        experiment = await services.store.create(data)
+        experiment = await services.store.create(data, max_experiments=services.settings.max_experiments)
         await services.registry.refresh_one(data.name)
         return experiment
 
@@ -62,11 +80,11 @@ class ExperimentsController(Controller):
         return await services.store.list_all()
 
     @get("/{name:str}")
-    async def get_experiment(self, name: str, services: Services) -> Experiment:
+    async def get_experiment(self, name: ExperimentName, services: Services) -> Experiment:
         return await services.store.get(name)
 
     @patch("/{name:str}")
-    async def update(self, name: str, data: ExperimentPatch, services: Services) -> Experiment:
+    async def update(self, name: ExperimentName, data: ExperimentPatch, services: Services) -> Experiment:
         """Replace arms, policy, reward or stopping settings; statistics are kept."""
         changes: dict[str, Any] = {
             field: value
@@ -75,7 +93,7 @@ class ExperimentsController(Controller):
         }
 
         def apply(current: Experiment) -> Experiment:
-            changed = _revalidated(msgspec.structs.replace(current, **changes))
+            changed = _revalidated(current, changes)
             if changed.promoted_arm is not None and changed.arm(changed.promoted_arm) is None:
                 changed = msgspec.structs.replace(changed, status="running", promoted_arm=None)
             return changed
@@ -83,50 +101,36 @@ class ExperimentsController(Controller):
         return await self._update(services, name, apply)
 
     @delete("/{name:str}", status_code=204)
-    async def remove(self, name: str, services: Services) -> None:
+    async def remove(self, name: ExperimentName, services: Services) -> None:
         await services.store.delete(name)
         services.registry.snapshots.pop(name, None)
 
     @post("/{name:str}/pause", status_code=200)
-    async def pause(self, name: str, services: Services) -> Experiment:
+    async def pause(self, name: ExperimentName, services: Services) -> Experiment:
         """Send all traffic to the control (first serving) arm until resumed."""
         return await self._update(services, name, lambda e: msgspec.structs.replace(e, status="paused"))
 
     @post("/{name:str}/resume", status_code=200)
-    async def resume(self, name: str, services: Services) -> Experiment:
+    async def resume(self, name: ExperimentName, services: Services) -> Experiment:
         """Hand routing back to the policy."""
         return await self._update(
             services, name, lambda e: msgspec.structs.replace(e, status="running", promoted_arm=None)
         )
 
     @post("/{name:str}/promote", status_code=200)
-    async def promote(self, name: str, services: Services, data: PromoteRequest | None = None) -> Experiment:
+    async def promote(self, name: ExperimentName, services: Services, data: PromoteRequest | None = None) -> Experiment:
         """Send all traffic to one arm (for a static split: move all weight to it)."""
         arm = data.arm if data is not None else None
         return await self._update(services, name, lambda e: _promotion(e, arm))
 
     @post("/{name:str}/reset", status_code=200)
-    async def reset(self, name: str, services: Services) -> Experiment:
+    async def reset(self, name: ExperimentName, services: Services) -> Experiment:
         """Forget all statistics; feedback for earlier decisions is refused from now on."""
         return await self._update(services, name, lambda e: e, reset_statistics=True)
 
     @get("/{name:str}/stats")
-    async def stats(self, name: str, services: Services) -> ExperimentStats:
-        experiment = await services.store.get(name)
-        counters = await services.store.counters(
-            name, [arm.name for arm in experiment.arms], policy_discount(experiment)
-        )
-        latencies = await services.store.latency_histograms(name)
-        # Posterior summaries cost milliseconds to hundreds of them at many arms: off the event loop,
-        # so invokes keep flowing while someone watches the stats.
-        return await anyio.to_thread.run_sync(
-            experiment_stats,
-            experiment,
-            counters,
-            latencies,
-            lambda arm: services.health.state(arm.url),
-            np.random.default_rng(),
-        )
+    async def stats(self, name: ExperimentName, services: Services) -> ExperimentStats:
+        return await compute_stats(services.store, services.health, await services.store.get(name))
 
     @staticmethod
     async def _update(services: Services, name: str, change: Any, *, reset_statistics: bool = False) -> Experiment:

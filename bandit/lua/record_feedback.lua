@@ -1,11 +1,13 @@
 -- Count each decision's reward exactly once and update the statistics the policy reads.
 -- The in-process reference of this arithmetic is policies/tracker.py (StatisticsTracker).
--- KEYS[1] = stats hash, KEYS[1 + i] = seen-marker of item i
+-- KEYS[1] = stats hash, KEYS[1 + i] = seen-marker of item i,
+-- then optionally the dashboard's current series bucket (hash) as the last key
 -- ARGV[1] = incarnation the decisions were made in
 -- ARGV[2] = discount gamma in (0, 1]: each observation makes older ones weigh gamma x less
 -- ARGV[3..5] = Page-Hinkley delta, threshold, action (flag|reset_arm|reset_all); delta "" = off
 -- ARGV[6..8] = gradient step size ("" = off), momentum, baseline (1|0)
 -- ARGV[9] = now (unix s), ARGV[10] = number m of serving arms, ARGV[11 .. 10 + m] = their names
+-- ARGV[11 + m] = unix time the series bucket expires at, "" when there is no series key
 -- then 5 ARGV per item: arm, reward, reward squared, reward on the policy scale, marker expiry
 -- Returns one code per item: 1 counted, 0 duplicate, -1 stale (experiment reset since),
 -- -2 experiment gone.
@@ -20,7 +22,12 @@ local serving_count = tonumber(ARGV[10])
 for j = 1, serving_count do
   serving[j] = ARGV[10 + j]
 end
-local first_item = 11 + serving_count
+local series_expiry = ARGV[11 + serving_count]
+local series = nil
+if series_expiry ~= '' then
+  series = KEYS[#KEYS]
+end
+local first_item = 12 + serving_count
 
 local function num(value)
   return tonumber(value) or 0
@@ -144,6 +151,9 @@ end
 
 local results = {}
 local items = #KEYS - 1
+if series then
+  items = items - 1
+end
 for i = 1, items do
   local base = first_item + 5 * (i - 1)
   if not current then
@@ -158,6 +168,10 @@ for i = 1, items do
     redis.call('HINCRBY', stats, 'n:' .. arm, 1)
     redis.call('HINCRBYFLOAT', stats, 's:' .. arm, ARGV[base + 1])
     redis.call('HINCRBYFLOAT', stats, 'q:' .. arm, ARGV[base + 2])
+    if series then
+      redis.call('HINCRBY', series, 'n:' .. arm, 1)
+      redis.call('HINCRBYFLOAT', series, 's:' .. arm, ARGV[base + 1])
+    end
     if step_size then
       gradient_step(arm, scaled)
     end
@@ -171,5 +185,8 @@ for i = 1, items do
 end
 if gradient then
   save_gradient()
+end
+if series and redis.call('EXISTS', series) == 1 then
+  redis.call('EXPIREAT', series, series_expiry)
 end
 return results

@@ -1,7 +1,9 @@
 -- Replace an experiment's JSON if it is still at the expected version (compare and set).
--- KEYS[1] = config key, KEYS[2] = stats hash, KEYS[3] = latency hash
+-- KEYS[1] = config key, KEYS[2] = stats hash, KEYS[3] = latency hash, KEYS[4] = config history
 -- ARGV[1] = expected version, ARGV[2] = new experiment JSON,
 -- ARGV[3] = new incarnation, or "" to keep the statistics
+-- ARGV[4] = history: "push" the replaced JSON (the settings changed), "keep" it as it is, or
+-- "pop" its newest entry (a rollback, which writes that entry back); ARGV[5] = entries kept
 -- Returns 1 when written, 0 on a version conflict, -1 when the experiment does not exist.
 local current = redis.call('GET', KEYS[1])
 if not current then
@@ -14,5 +16,11 @@ redis.call('SET', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[2], 'incarnation', ARGV[3])
+end
+if ARGV[4] == 'push' then
+  redis.call('LPUSH', KEYS[4], current)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+elseif ARGV[4] == 'pop' then
+  redis.call('LPOP', KEYS[4])
 end
 return 1

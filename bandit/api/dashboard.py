@@ -1,0 +1,202 @@
+"""The live dashboard: its pages and assets, the overview data and each experiment's events.
+
+The pages are static files of ``bandit/dashboard``; everything live comes from JSON and
+Server-Sent Events. plotly.js is served from the installed ``plotly`` package, so the page
+works offline. Reading is open unless BANDIT_DASHBOARD_PUBLIC is false; every control on the
+page calls the management API, which wants the admin token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, get
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from bandit.api.auth import require_admin
+from bandit.api.experiments import ExperimentName
+from bandit.dashboard_state import Dashboard
+from bandit.exceptions import ExperimentNotFound, MabError, StoreUnavailable
+from bandit.live_stats import RegretEstimate, regret_estimate
+from bandit.payloads import ExperimentStats
+from bandit.series import Series
+from bandit.services import Services
+
+#: How long the overview may reuse an experiment's stats: it lists many experiments at once.
+OVERVIEW_MAX_AGE_S = 5.0
+#: Browsers wait this long before reconnecting a dropped event stream (sent as `retry:`).
+RECONNECT_MS = 1000
+
+# name -> (package, path inside it, media type). Nothing outside this table is served.
+_ASSETS = {
+    "dashboard.js": ("bandit.dashboard", "dashboard.js", "text/javascript; charset=utf-8"),
+    "dashboard.css": ("bandit.dashboard", "dashboard.css", "text/css; charset=utf-8"),
+    "plotly.min.js": ("plotly", "package_data/plotly.min.js", "text/javascript; charset=utf-8"),
+}
+_encode = msgspec.json.Encoder().encode
+
+
+@functools.cache
+def _file(package: str, path: str) -> bytes:
+    return resources.files(package).joinpath(path).read_bytes()
+
+
+def require_viewer(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Open when the dashboard is public; otherwise the admin token, as for management."""
+    if not connection.app.state.dashboard.public:
+        require_admin(connection, handler)
+
+
+def _page(dashboard: Dashboard, name: str) -> Response[bytes]:
+    if not dashboard.public:
+        raise MabError(status_code=404, detail="the dashboard is not served: BANDIT_DASHBOARD_PUBLIC is false")
+    return Response(_file("bandit.dashboard", name), media_type=MediaType.HTML)
+
+
+@get("/dashboard", include_in_schema=False)
+async def overview_page(dashboard: Dashboard) -> Response[bytes]:
+    return _page(dashboard, "index.html")
+
+
+@get("/dashboard/{name:str}", include_in_schema=False)
+async def experiment_page(name: str, dashboard: Dashboard) -> Response[bytes]:
+    return _page(dashboard, "experiment.html")
+
+
+@get("/dashboard/assets/{asset:str}", include_in_schema=False)
+async def dashboard_asset(asset: str) -> Response[bytes]:
+    if asset not in _ASSETS:
+        raise MabError(status_code=404, detail=f"no dashboard asset {asset!r}")
+    package, path, media_type = _ASSETS[asset]
+    return Response(_file(package, path), media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
+
+class ArmSummary(msgspec.Struct, kw_only=True):
+    name: str
+    shadow: bool
+    health: str
+    decisions_last_minute: int
+
+
+class ExperimentSummary(msgspec.Struct, kw_only=True):
+    name: str
+    status: str
+    policy: str
+    arms: list[ArmSummary]
+    decisions_last_minute: int
+    leader: str | None
+    leader_p_best: float | None
+    stopping_met: bool
+
+
+@get("/dashboard/data/overview", guards=[require_viewer], tags=["dashboard"])
+async def dashboard_overview(services: Services, dashboard: Dashboard) -> list[ExperimentSummary]:
+    """Every experiment: status, arms, traffic in the last minute, leader, stopping rule met."""
+    summaries = []
+    since = time.time() - 60
+    for experiment in await services.store.list_all():
+        try:
+            stats, incarnation = await dashboard.live.get(experiment.name, max_age_s=OVERVIEW_MAX_AGE_S)
+        except ExperimentNotFound:
+            continue  # deleted between the listing and now
+        series = await dashboard.series.read(experiment.name, incarnation, [arm.name for arm in stats.arms], since)
+        recent = {name: sum(column.decisions) for name, column in series.arms.items()}
+        leader = next((arm for arm in stats.arms if arm.name == stats.leader), None)
+        summaries.append(
+            ExperimentSummary(
+                name=stats.experiment,
+                status=stats.status,
+                policy=stats.policy,
+                arms=[
+                    ArmSummary(
+                        name=arm.name, shadow=arm.shadow, health=arm.health, decisions_last_minute=recent[arm.name]
+                    )
+                    for arm in stats.arms
+                ],
+                decisions_last_minute=sum(count for arm, count in recent.items() if not _is_shadow(stats, arm)),
+                leader=stats.leader,
+                leader_p_best=leader.p_best if leader is not None else None,
+                stopping_met=stats.stopping.met,
+            )
+        )
+    return summaries
+
+
+def _is_shadow(stats: ExperimentStats, arm_name: str) -> bool:
+    return any(arm.shadow for arm in stats.arms if arm.name == arm_name)
+
+
+class EventSnapshot(msgspec.Struct, kw_only=True):
+    """One event of the stream: the stats now, and the history buckets since the last event
+    (all of them in the first event; the newest bucket again in every event, as it fills)."""
+
+    stats: ExperimentStats
+    series: Series
+    estimate: RegretEstimate
+    incarnation: str
+    sent_at: float
+
+
+def _resume_point(last_event_id: str | None) -> tuple[str, float] | None:
+    """(incarnation, bucket start) from a reconnecting browser's Last-Event-ID, if well-formed."""
+    incarnation, _, start = (last_event_id or "").partition(":")
+    try:
+        return (incarnation, float(start)) if incarnation else None
+    except ValueError:
+        return None
+
+
+@get("/api/experiments/{name:str}/events", guards=[require_viewer], tags=["dashboard"])
+async def experiment_events(
+    name: ExperimentName, request: Request[Any, Any, Any], services: Services, dashboard: Dashboard
+) -> ServerSentEvent:
+    """Server-Sent Events: a `snapshot` of stats and history every BANDIT_EVENTS_INTERVAL.
+
+    A reconnecting client (Last-Event-ID) gets the history from where it left off; `gone`
+    ends the stream when the experiment is deleted; `unavailable` says Redis is away. The
+    stream ends after BANDIT_EVENTS_STREAM_MAX and browsers reconnect by themselves.
+    """
+    await services.store.get(name)  # 404 before the stream starts
+    resume = _resume_point(request.headers.get("last-event-id"))
+    return ServerSentEvent(_snapshots(name, dashboard, resume), retry_duration=RECONNECT_MS)
+
+
+async def _snapshots(
+    name: str, dashboard: Dashboard, resume: tuple[str, float] | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    sent_incarnation, since = resume if resume is not None else (None, None)
+    ends_at = time.monotonic() + dashboard.events_stream_max_s
+    while time.monotonic() < ends_at:
+        try:
+            stats, incarnation = await dashboard.live.get(name)
+            if incarnation != sent_incarnation:
+                since = None  # a new stream, or the experiment was reset: the whole history
+            series = await dashboard.series.read(name, incarnation, [arm.name for arm in stats.arms], since)
+        except ExperimentNotFound:
+            yield ServerSentEventMessage(event="gone", data=_encode({"experiment": name}).decode())
+            return
+        except StoreUnavailable as error:
+            yield ServerSentEventMessage(event="unavailable", data=_encode({"detail": error.detail}).decode())
+        else:
+            if series.t:
+                since = series.t[-1]
+            sent_incarnation = incarnation
+            event = EventSnapshot(
+                stats=stats,
+                series=series,
+                estimate=regret_estimate(stats),
+                incarnation=incarnation,
+                sent_at=time.time(),
+            )
+            yield ServerSentEventMessage(
+                event="snapshot", id=f"{incarnation}:{since or 0}", data=_encode(event).decode()
+            )
+        await asyncio.sleep(dashboard.events_interval_s)
