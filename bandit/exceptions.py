@@ -13,6 +13,7 @@ MabError (HTTPException)
 ├── TooManyExperiments           409  the deployment holds BANDIT_MAX_EXPERIMENTS already
 ├── ConcurrentUpdate             409  the experiment changed under a PATCH too many times in a row
 ├── NothingToRollBack            409  a rollback with no earlier settings kept
+├── UnreadableExperiment         409  a stored experiment that today's rules refuse (delete it)
 └── StoreUnavailable             503  Redis does not answer; the client should retry (Retry-After)
 
 Redis errors are translated into StoreUnavailable at one boundary: :mod:`bandit.store`.
@@ -86,6 +87,10 @@ class ConcurrentUpdate(MabError):
 
 
 class NothingToRollBack(MabError):
+    status_code = 409
+
+
+class UnreadableExperiment(MabError):
     status_code = 409
 
 

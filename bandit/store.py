@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,12 +31,14 @@ from bandit.exceptions import (
     NothingToRollBack,
     StoreUnavailable,
     TooManyExperiments,
+    UnreadableExperiment,
 )
 from bandit.learning import ObservationRules
 from bandit.models import Experiment, ExperimentSpec
 from bandit.scripts import Scripts
 from bandit.series_layout import SeriesLayout
 
+log = logging.getLogger("mab.store")
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _encode = msgspec.json.Encoder().encode
 _decode_experiment = msgspec.json.Decoder(Experiment).decode
@@ -43,6 +46,17 @@ _MAX_UPDATE_ATTEMPTS = 8
 PUBSUB_CLOSE_TIMEOUT_S = 2.0
 #: Earlier settings kept per experiment for rollback.
 CONFIG_HISTORY_KEPT = 20
+
+
+def _stored_experiment(name: str, raw: bytes | str) -> Experiment:
+    """Decode a stored experiment; one stored under older, looser rules is named, not a 500."""
+    try:
+        return _decode_experiment(raw)
+    except msgspec.ValidationError as error:
+        raise UnreadableExperiment(
+            detail=f"experiment {name!r} was stored under rules it no longer meets ({error}); "
+            "delete it and create it again"
+        ) from None
 
 
 def _settings_of(experiment: Experiment) -> Any:
@@ -215,7 +229,7 @@ class ExperimentStore:
             raw = await self.redis.get(keys.config(name))
         if raw is None:
             raise ExperimentNotFound(name)
-        return _decode_experiment(raw)
+        return _stored_experiment(name, raw)
 
     async def list_all(self) -> list[Experiment]:
         with translate_redis_errors():
@@ -224,7 +238,15 @@ class ExperimentStore:
                 for name in names:
                     pipe.get(keys.config(name))
                 configs = await pipe.execute()
-        return [_decode_experiment(raw) for raw in configs if raw is not None]
+        experiments = []
+        for name, raw in zip(names, configs, strict=True):
+            if raw is None:
+                continue
+            try:
+                experiments.append(_stored_experiment(name, raw))
+            except UnreadableExperiment as error:
+                log.warning("%s", error.detail)  # listed experiments stay readable; this one can be deleted
+        return experiments
 
     async def update(
         self, name: str, change: Callable[[Experiment], Experiment], *, reset_statistics: bool = False
@@ -267,7 +289,7 @@ class ExperimentStore:
                 raw_previous = await self.redis.lindex(keys.config_history(name), 0)
             if raw_previous is None:
                 raise NothingToRollBack(detail=f"experiment {name!r} has no earlier settings to roll back to")
-            previous = _decode_experiment(raw_previous)
+            previous = _stored_experiment(name, raw_previous)
             restored = msgspec.structs.replace(
                 previous, version=current.version + 1, updated_at=time.time(), incarnation=current.incarnation
             )

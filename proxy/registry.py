@@ -42,6 +42,8 @@ class SnapshotRegistry:
         self.snapshots: dict[str, Snapshot] = {}
         self._missing: dict[str, float] = {}
         self._rewarded: set[str] = set()
+        # The record each experiment last failed to build from, so each failure is logged once.
+        self._failed: dict[str, bytes | None] = {}
         self.last_refresh = 0.0
 
     def get(self, name: str) -> Snapshot | None:
@@ -115,7 +117,12 @@ class SnapshotRegistry:
         try:
             self._build(name, raw_config, raw_stats)
         except Exception:
-            log.exception("snapshot of experiment %r could not be rebuilt; keeping the last one", name)
+            # Once per bad record, not at every refresh: the same record fails the same way.
+            if self._failed.get(name) != raw_config:
+                self._failed[name] = raw_config
+                log.exception("snapshot of experiment %r could not be rebuilt; keeping the last one", name)
+        else:
+            self._failed.pop(name, None)
 
     def _build(self, name: str, raw_config: bytes | None, raw_stats: dict[bytes, bytes]) -> None:
         if raw_config is None:

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bandit import keys
-from bandit.exceptions import ExperimentExists, ExperimentNotFound
+from bandit.exceptions import ExperimentExists, ExperimentNotFound, UnreadableExperiment
 from bandit.models import ExperimentSpec
 from bandit.store import ExperimentStore, FeedbackRecord
 
@@ -99,3 +99,20 @@ async def test_seen_markers_expire_with_the_feedback_window(redis: Redis) -> Non
     await store.record_feedback("shop", incarnation, [FeedbackRecord("a", "n", 1.0, expires_at)])
     ttl = await redis.ttl(keys.feedback_seen("shop", "n"))
     assert 100 < ttl <= 120
+
+
+async def test_an_experiment_stored_under_older_rules_is_named_not_a_crash(redis: Redis) -> None:
+    """A record today's rules refuse (here a name with a dot) answers 409 naming it, is left out
+    of the listing, and can still be deleted."""
+    store = ExperimentStore(redis)
+    good = await store.create(
+        msgspec.convert({"name": "good", "arms": [{"name": "a", "url": "http://127.0.0.1:9/"}]}, ExperimentSpec)
+    )
+    old = msgspec.to_builtins(good) | {"name": "old.style"}
+    await redis.set(keys.config("old.style"), msgspec.json.encode(old))
+    await redis.sadd(keys.EXPERIMENTS, "old.style")
+    with pytest.raises(UnreadableExperiment, match=r"'old\.style' was stored under rules"):
+        await store.get("old.style")
+    assert [experiment.name for experiment in await store.list_all()] == ["good"]
+    await store.delete("old.style")
+    assert await redis.get(keys.config("old.style")) is None
