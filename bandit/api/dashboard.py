@@ -121,17 +121,13 @@ async def dashboard_overview(services: Services, dashboard: Dashboard) -> list[E
                     )
                     for arm in stats.arms
                 ],
-                decisions_last_minute=sum(count for arm, count in recent.items() if not _is_shadow(stats, arm)),
+                decisions_last_minute=sum(recent[arm.name] for arm in stats.arms if not arm.shadow),
                 leader=stats.leader,
                 leader_p_best=leader.p_best if leader is not None else None,
                 stopping_met=stats.stopping.met,
             )
         )
     return summaries
-
-
-def _is_shadow(stats: ExperimentStats, arm_name: str) -> bool:
-    return any(arm.shadow for arm in stats.arms if arm.name == arm_name)
 
 
 class EventSnapshot(msgspec.Struct, kw_only=True):

@@ -186,7 +186,7 @@ end
 if gradient then
   save_gradient()
 end
-if series and redis.call('EXISTS', series) == 1 then
-  redis.call('EXPIREAT', series, series_expiry)
+if series then
+  redis.call('EXPIREAT', series, series_expiry)  -- a no-op when nothing was counted into it
 end
 return results
