@@ -7,6 +7,7 @@ import re
 import traceback
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -76,7 +77,7 @@ def http_error(request: Request[Any, Any, Any], error: HTTPException) -> Respons
         return _json(413, f"request body exceeds the limit of {limit} bytes for {request.url.path}")
     # Litestar answers an undecodable body with 400; the contract calls malformed input 422.
     if error.status_code == 400:
-        return _json(422, _decode_hint(error.detail), error.headers)
+        return _json(422, decode_refusal(error), error.headers)
     # The router's own refusals say only their status line.
     if error.status_code == 404 and error.detail == "Not Found":
         detail = f"no such endpoint: {request.method} {request.url.path} (the API is described at /schema)"
@@ -85,6 +86,37 @@ def http_error(request: Request[Any, Any, Any], error: HTTPException) -> Respons
         allowed = (error.headers or {}).get("allow", (error.headers or {}).get("Allow", "see /schema"))
         return _json(405, f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})", error.headers)
     return _json(error.status_code, error.detail, error.headers)
+
+
+#: What the body refusal says of bytes that are not UTF-8, whichever msgspec found them.
+_NOT_UTF8 = "body: the request body is not UTF-8 encoded JSON"
+#: msgspec 0.23 and later report bytes that are not UTF-8 as a DecodeError with this message;
+#: earlier releases raised UnicodeDecodeError, which Litestar let through (see _undecodable_body).
+_MSGSPEC_NOT_UTF8 = "Invalid UTF-8"
+
+
+def _decoder_error(error: BaseException) -> BaseException | None:
+    """The JSON decoder's own error behind a refusal, if one caused it.
+
+    Litestar wraps msgspec's DecodeError in a SerializationException, and that in the
+    ClientException (400) it raises: the chain of causes leads back to it.
+    """
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, msgspec.DecodeError | UnicodeDecodeError):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
+def decode_refusal(error: HTTPException) -> str:
+    """Why a body that Litestar could not decode (its 400) is refused, in words."""
+    decoder_error = _decoder_error(error)
+    if isinstance(decoder_error, UnicodeDecodeError) or (
+        isinstance(decoder_error, msgspec.DecodeError) and str(decoder_error).startswith(_MSGSPEC_NOT_UTF8)
+    ):
+        return _NOT_UTF8
+    return _decode_hint(error.detail)
 
 
 def _decode_hint(detail: str) -> str:
@@ -105,8 +137,8 @@ def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Respo
 def _undecodable_body(error: Exception) -> str | None:
     """Why the JSON decoder could not read the body, when that is what raised `error`.
 
-    msgspec raises RecursionError past Python's nesting limit and UnicodeDecodeError on bytes that
-    are not UTF-8, and Litestar lets both through: they are the client's input, not our fault.
+    msgspec raises RecursionError past Python's nesting limit and (before 0.23) UnicodeDecodeError on
+    bytes that are not UTF-8, and Litestar lets both through: they are the client's input, not our fault.
     Only errors raised inside Litestar's JSON decoding count, so a bug of ours still shows as 500.
     """
     frames = traceback.extract_tb(error.__traceback__)
@@ -115,5 +147,5 @@ def _undecodable_body(error: Exception) -> str | None:
     if isinstance(error, RecursionError):
         return "body: the JSON is nested too deeply (arrays or objects inside each other) to decode"
     if isinstance(error, UnicodeDecodeError):
-        return f"body: the request body is not UTF-8 encoded JSON ({error.reason} at byte {error.start})"
+        return f"{_NOT_UTF8} ({error.reason} at byte {error.start})"
     return None
