@@ -18,7 +18,7 @@ import time
 
 import httpx
 
-from bandit.local_redis import free_port
+from bandit.cli.local_redis import free_port
 from loadtest.traffic import run_traffic
 
 SERVERS = {
@@ -35,7 +35,7 @@ SERVERS = {
         "127.0.0.1",
         "--log-level",
         "warning",
-        "bandit.app:create_asgi",
+        "bandit.service:create_asgi",
     ],
 }
 

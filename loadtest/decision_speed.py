@@ -16,8 +16,9 @@ import time
 import msgspec
 import numpy as np
 
-from bandit.models import Experiment
-from bandit.store import parse_counters
+from bandit.core.models import Experiment
+from bandit.store.counters import parse_counters
+from proxy.clients.base import Timeouts
 from proxy.snapshot import Snapshot
 
 KINDS = ["thompson", "top_two_thompson", "ucb1", "epsilon_greedy", "softmax", "gradient", "static"]
@@ -47,7 +48,7 @@ def measure(kind: str, arms: int, decisions: int) -> dict[str, float]:
     started = time.perf_counter()
     rebuilds = 20
     for _ in range(rebuilds):
-        snapshot = Snapshot.build(config, counters, rng)
+        snapshot = Snapshot.build(config, counters, rng, Timeouts(connect_s=2.0, read_s=30.0))
     rebuild_ms = (time.perf_counter() - started) / rebuilds * 1e3
 
     worst = 0.0
@@ -59,7 +60,7 @@ def measure(kind: str, arms: int, decisions: int) -> dict[str, float]:
     amortised_us = (time.perf_counter() - started) / decisions * 1e6
 
     assert snapshot.policy is not None
-    serving_stats = snapshot.stats
+    serving_stats = snapshot.statistics
     lone = 2000
     started = time.perf_counter()
     for _ in range(lone):

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import msgspec
 import uvicorn
 
-from bandit.local_redis import free_port
+from bandit.cli.local_redis import free_port
 
 
 @dataclass(frozen=True, slots=True)

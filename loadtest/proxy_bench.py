@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from bandit.local_redis import free_port
+from bandit.cli.local_redis import free_port
 from loadtest.processes import model_urls, spawn, stop, wait_http
 
 EXPERIMENT = "proxy-bench"

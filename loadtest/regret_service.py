@@ -29,10 +29,9 @@ import httpx
 import msgspec
 import numpy as np
 
-from bandit.learning import observation_rules
-from bandit.local_redis import free_port
-from bandit.models import Experiment
-from bandit.policy_inputs import build_policy
+from bandit.cli.local_redis import free_port
+from bandit.core.models import Experiment
+from bandit.core.policy_adapter import build_policy, observation_rules
 from loadtest.processes import model_urls, spawn, stop, wait_http
 from loadtest.regret import Contender, decision_seed, play_ours
 from loadtest.regret_scenarios import DEFAULT_HORIZON, SCENARIOS, Scenario

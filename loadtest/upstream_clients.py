@@ -35,11 +35,11 @@ from typing import Any, cast
 
 # id -> (module, class, distribution whose version is reported)
 CLIENTS = {
-    "aiohttp": ("proxy.aiohttp_client", "AiohttpUpstreamClient", "aiohttp"),
-    "httpx": ("proxy.httpx_client", "HttpxUpstreamClient", "httpx"),
-    "pyreqwest": ("proxy.pyreqwest_client", "PyreqwestUpstreamClient", "pyreqwest"),
-    "aiosonic": ("proxy.aiosonic_client", "AiosonicUpstreamClient", "aiosonic"),
-    "httpx-aiohttp": ("proxy.httpx_aiohttp_client", "HttpxAiohttpUpstreamClient", "httpx-aiohttp"),
+    "aiohttp": ("proxy.clients.aiohttp", "AiohttpUpstreamClient", "aiohttp"),
+    "httpx": ("proxy.clients.httpx", "HttpxUpstreamClient", "httpx"),
+    "pyreqwest": ("proxy.clients.pyreqwest", "PyreqwestUpstreamClient", "pyreqwest"),
+    "aiosonic": ("proxy.clients.aiosonic", "AiosonicUpstreamClient", "aiosonic"),
+    "httpx-aiohttp": ("proxy.clients.httpx_aiohttp", "HttpxAiohttpUpstreamClient", "httpx-aiohttp"),
 }
 BASELINE = "aiohttp"
 
@@ -107,7 +107,7 @@ def _load(client_id: str) -> Callable[[], Any]:
 async def _measure(
     client_id: str, port: int, in_flight: int, duration_s: float, warmup_s: float, server_pid: int
 ) -> dict[str, Any]:
-    from proxy.upstream import Origin, Timeouts
+    from proxy.clients.base import Origin, Timeouts
 
     client = _load(client_id)()
     origin = Origin("http", "127.0.0.1", port, "")

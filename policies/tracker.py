@@ -1,8 +1,8 @@
 """Statistics updated one observation at a time: discounting, change detection, preferences.
 
 This is the in-process reference of the service's Lua feedback script
-(`bandit/lua/record_feedback.lua`), which applies the same arithmetic inside Redis;
-`tests/bandit/test_lua_matches_tracker.py` holds the two to the same numbers.
+(`bandit/store/lua/record_feedback.lua`), which applies the same arithmetic inside Redis;
+`tests/store/test_lua_matches_tracker.py` holds the two to the same numbers.
 """
 
 from __future__ import annotations

@@ -15,19 +15,18 @@ from typing import Any
 
 import msgspec
 
-from bandit.decision_ids import DecisionSigner
-from bandit.models import ArmSpec, Experiment
-from proxy.exceptions import UpstreamError
+from bandit.core.decision_ids import DecisionSigner
+from proxy.clients.base import Headers, UpstreamClient, UpstreamResponse
+from proxy.exceptions import BadTarget, BodyTooLarge, ClientDisconnected, UpstreamError
 from proxy.headers import request_headers, response_headers
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry
-from proxy.request_body import BodyTooLarge, ClientDisconnected, StreamedBody, read_request_body
+from proxy.request_body import StreamedBody, read_request_body
 from proxy.shadow import MirroredRequest, ShadowMirror
-from proxy.snapshot import Snapshot
+from proxy.snapshot import ArmRoute, Snapshot
 from proxy.sticky import StickyAssignments
-from proxy.target import BadTarget, parse_invoke_path, upstream_target
-from proxy.upstream import Headers, Origin, Timeouts, UpstreamClient, UpstreamResponse
+from proxy.target import parse_invoke_path, upstream_target
 
 log = logging.getLogger("mab.proxy")
 Scope = dict[str, Any]
@@ -47,7 +46,6 @@ class ProxyApp:
         signer: DecisionSigner,
         health: ArmHealth,
         max_body_bytes: int,
-        timeouts: Timeouts,
         mirror: ShadowMirror | None = None,
         sticky: StickyAssignments | None = None,
     ) -> None:
@@ -57,10 +55,8 @@ class ProxyApp:
         self.signer = signer
         self.health = health
         self.max_body_bytes = max_body_bytes
-        self.timeouts = timeouts
         self.mirror = mirror
         self.sticky = sticky or StickyAssignments()
-        self._origins: dict[str, Origin] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,13 +109,11 @@ class ProxyApp:
         index = self._choose(snapshot, unit)
         response: UpstreamResponse | None = None
         for attempt in (1, 2):
-            arm = experiment.arms[index]
+            arm = snapshot.routes[index]
             started = time.perf_counter()
             self.health.sending(arm.url)
             try:
-                response = await self.client.send(
-                    method, self._origin(arm.url), target, headers, body, self._timeouts(arm)
-                )
+                response = await self.client.send(method, arm.origin, target, headers, body, arm.timeouts)
             except UpstreamError as error:
                 self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
                 self.health.observe(arm.url, failed=True, connection_failed=error.retryable)
@@ -129,9 +123,9 @@ class ProxyApp:
                 log.warning("arm %s of %s failed: %s: %s", arm.name, name, type(error).__name__, error)
                 # Nothing reached the upstream and the body can be sent again: one more try elsewhere.
                 replayable = not (isinstance(body, StreamedBody) and body.started)
-                alternative = snapshot.choose_other(index, self._healthy_index(experiment))
+                alternative = snapshot.choose_other(index, self._healthy_index(snapshot))
                 if attempt == 1 and error.retryable and replayable and alternative is not None:
-                    log.info("request to %s retried on arm %s", name, experiment.arms[alternative].name)
+                    log.info("request to %s retried on arm %s", name, snapshot.routes[alternative].name)
                     index = alternative
                     continue
                 await _error(
@@ -140,28 +134,29 @@ class ProxyApp:
                 return
             break
         assert response is not None
-        arm = experiment.arms[index]
+        arm = snapshot.routes[index]
         # Time to the upstream's response headers: what a latency penalty charges the arm for.
         latency_us = int((time.perf_counter() - started) * 1e6)
         decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
-        if isinstance(body, bytes):
-            self._mirror(experiment, method, target, headers, body)
-        await self._relay(send, response, experiment, arm, decision, started)
+        if isinstance(body, bytes) and snapshot.shadows:
+            self._mirror(snapshot, method, target, headers, body)
+        await self._relay(send, response, snapshot, arm, decision, started)
 
     async def _relay(
         self,
         send: Send,
         response: UpstreamResponse,
-        experiment: Experiment,
-        arm: ArmSpec,
+        snapshot: Snapshot,
+        arm: ArmRoute,
         decision: str,
         started: float,
     ) -> None:
         """Stream the upstream's answer back with the bandit headers, then count it."""
+        experiment = snapshot.experiment
         out_headers = response_headers(response.headers)
         out_headers += [
-            (b"x-bandit-experiment", experiment.name.encode()),
-            (b"x-bandit-arm", arm.name.encode()),
+            (b"x-bandit-experiment", snapshot.header_value),
+            (b"x-bandit-arm", arm.header_value),
             (b"x-bandit-decision", decision.encode()),
         ]
         failed = response.status >= 500
@@ -181,7 +176,7 @@ class ProxyApp:
             self.health.observe(arm.url, failed=failed)
 
     def _choose(self, snapshot: Snapshot, unit: bytes | None) -> int:
-        healthy = self._healthy_index(snapshot.experiment)
+        healthy = self._healthy_index(snapshot)
         if not unit or snapshot.policy is None:
             return snapshot.choose_healthy(healthy)
         # A unit keeps the arm it was first given (for the TTL) while that arm serves and is healthy;
@@ -191,46 +186,36 @@ class ProxyApp:
         index = snapshot.serving_index(remembered) if remembered is not None else None
         if index is None:
             index = snapshot.choose_for_unit(unit_id)
-            self.sticky.remember(snapshot.name, unit_id, snapshot.experiment.arms[index].name)
+            self.sticky.remember(snapshot.name, unit_id, snapshot.routes[index].name)
         if healthy(index):
             return index
         return snapshot.choose_other(index, healthy) or index
 
-    def _healthy_index(self, experiment: Experiment) -> Callable[[int], bool]:
-        arms = experiment.arms
-        return lambda index: self.health.is_healthy(arms[index].url)
+    def _healthy_index(self, snapshot: Snapshot) -> Callable[[int], bool]:
+        routes = snapshot.routes
+        return lambda index: self.health.is_healthy(routes[index].url)
 
-    def _timeouts(self, arm: ArmSpec) -> Timeouts:
-        if arm.connect_timeout_s is None and arm.read_timeout_s is None:
-            return self.timeouts
-        return Timeouts(arm.connect_timeout_s or self.timeouts.connect_s, arm.read_timeout_s or self.timeouts.read_s)
-
-    def _mirror(self, experiment: Experiment, method: str, target: str, headers: Headers, body: bytes) -> None:
+    def _mirror(self, snapshot: Snapshot, method: str, target: str, headers: Headers, body: bytes) -> None:
         """Offer a copy to each shadow arm (small, whole bodies only: a stream cannot be read twice)."""
         if self.mirror is None:
             return
-        for arm in experiment.arms:
-            if arm.shadow and experiment.status == "running" and ShadowMirror.wanted(arm.mirror_percent):
+        experiment = snapshot.experiment
+        for arm in snapshot.shadows:
+            if ShadowMirror.wanted(arm.mirror_percent):
                 self.mirror.offer(
                     MirroredRequest(
                         experiment.name,
                         experiment.incarnation,
                         arm.name,
                         arm.url,
-                        self._origin(arm.url),
+                        arm.origin,
                         method,
                         target,
                         headers,
                         body,
-                        self._timeouts(arm),
+                        arm.timeouts,
                     )
                 )
-
-    def _origin(self, url: str) -> Origin:
-        origin = self._origins.get(url)
-        if origin is None:
-            origin = self._origins[url] = Origin.from_url(url)
-        return origin
 
 
 async def _error(send: Send, status: int, detail: str, **bandit_headers: str) -> None:

@@ -1,5 +1,8 @@
 """Errors of the forwarding path.
 
+BadTarget (ValueError)        400  the requested path or query cannot be forwarded
+BodyTooLarge                  413  the request body passed BANDIT_MAX_BODY_BYTES
+ClientDisconnected                 the client went away before or while sending its body
 UpstreamError                      the upstream did not give a response
 ├── UpstreamUnreachable       502  connection reset, protocol error
 │   └── UpstreamConnectFailed 502  no connection at all (refused, no route): nothing was sent
@@ -48,3 +51,15 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamConnectTimeout(UpstreamTimeout):
     message = "upstream did not accept the connection in time"
     retryable = True
+
+
+class BadTarget(ValueError):
+    """The requested path cannot be forwarded."""
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the proxy's limit."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before or while sending its body."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.upstream import Headers
+from proxy.clients.base import Headers
 
 # RFC 9110 §7.6.1 connection-specific fields, plus ones the proxy sets itself.
 HOP_BY_HOP = frozenset(

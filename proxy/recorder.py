@@ -7,10 +7,10 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bandit import keys
-from bandit.exceptions import StoreUnavailable
-from bandit.latency_histogram import bucket_of
-from bandit.store import ExperimentStore
+from bandit.core.errors import StoreUnavailable
+from bandit.core.latency_buckets import bucket_of
+from bandit.store import keys
+from bandit.store.counters import CounterStore
 
 log = logging.getLogger("mab.proxy.recorder")
 
@@ -24,8 +24,8 @@ class _Pending:
 class DecisionRecorder:
     """Counts per (experiment, incarnation) locally; `flush` writes them in one script call each."""
 
-    def __init__(self, store: ExperimentStore, flush_interval_s: float) -> None:
-        self.store = store
+    def __init__(self, counters: CounterStore, flush_interval_s: float) -> None:
+        self._counters = counters
         self.flush_interval_s = flush_interval_s
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.dropped_decisions = 0
@@ -54,7 +54,7 @@ class DecisionRecorder:
         batch, self._pending = self._pending, {}
         for index, ((experiment, incarnation), pending) in enumerate(batch.items()):
             try:
-                recorded = await self.store.record_decisions(
+                recorded = await self._counters.record_decisions(
                     experiment, incarnation, dict(pending.counters), dict(pending.latencies)
                 )
             except StoreUnavailable:

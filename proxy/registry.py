@@ -8,18 +8,17 @@ import logging
 import time
 from typing import Any
 
-import msgspec
 import numpy as np
 
-from bandit import keys
-from bandit.exceptions import StoreUnavailable
-from bandit.learning import policy_discount
-from bandit.models import Experiment
-from bandit.store import ExperimentStore, as_text, parse_counters, translate_redis_errors
+from bandit.core.errors import StoreUnavailable
+from bandit.core.models import Experiment
+from bandit.core.policy_adapter import policy_discount
+from bandit.store.counters import parse_counters
+from bandit.store.experiments import ExperimentStore, RoutingRecord, decode_experiment
+from proxy.clients.base import Timeouts
 from proxy.snapshot import Snapshot
 
 log = logging.getLogger("mab.proxy.registry")
-_decode_experiment = msgspec.json.Decoder(Experiment).decode
 #: How long "no such experiment" is believed before Redis is asked again.
 NEGATIVE_TTL_S = 1.0
 #: How soon an experiment that this process just counted rewards for is re-read. Learning
@@ -33,10 +32,21 @@ RESUBSCRIBE_MAX_S = 2.0
 
 
 class SnapshotRegistry:
-    """Experiment name -> Snapshot, kept fresh by polling and change notifications."""
+    """Experiment name -> Snapshot, kept fresh by polling and change notifications.
 
-    def __init__(self, store: ExperimentStore, rng: np.random.Generator, refresh_interval_s: float) -> None:
-        self.store = store
+    It is the :class:`bandit.core.ports.Routing` the API and the dashboard are given.
+    """
+
+    def __init__(
+        self,
+        experiments: ExperimentStore,
+        rng: np.random.Generator,
+        refresh_interval_s: float,
+        timeouts: Timeouts,
+    ) -> None:
+        self._experiments = experiments
+        # The upstream timeouts of arms that set none of their own.
+        self.timeouts = timeouts
         self.rng = rng
         self.refresh_interval_s = refresh_interval_s
         self.snapshots: dict[str, Snapshot] = {}
@@ -50,32 +60,36 @@ class SnapshotRegistry:
         """The snapshot of `name` if this process knows it (the hot path: no I/O)."""
         return self.snapshots.get(name)
 
+    def experiment(self, name: str) -> Experiment | None:
+        snapshot = self.snapshots.get(name)
+        return snapshot.experiment if snapshot is not None else None
+
+    def experiments(self) -> list[Experiment]:
+        return [snapshot.experiment for snapshot in list(self.snapshots.values())]
+
+    def forget(self, name: str) -> None:
+        self.snapshots.pop(name, None)
+
     async def load(self, name: str) -> Snapshot | None:
         """Snapshot of an experiment this process has not seen yet, asking Redis at most once a second."""
         if time.monotonic() - self._missing.get(name, -NEGATIVE_TTL_S) < NEGATIVE_TTL_S:
             return None
         with contextlib.suppress(StoreUnavailable):
-            await self.refresh_one(name)
+            await self.refresh(name)
         if name not in self.snapshots:
             self._missing[name] = time.monotonic()
             if len(self._missing) > 10_000:  # bound memory under a flood of unknown names
                 self._missing.clear()
         return self.snapshots.get(name)
 
-    async def refresh_one(self, name: str) -> None:
+    async def refresh(self, name: str) -> None:
         """Re-read one experiment (after a change) and rebuild its snapshot."""
         await self._refresh_names([name])
 
     async def _refresh_names(self, names: list[str]) -> None:
         """Re-read the given experiments in one pipelined round trip."""
-        with translate_redis_errors():
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.get(keys.config(name))
-                    pipe.hgetall(keys.stats(name))
-                replies = await pipe.execute()
-        for index, name in enumerate(names):
-            self._install(name, replies[2 * index], replies[2 * index + 1])
+        for record in await self._experiments.routing_records(names):
+            self._install(record)
 
     def note_rewarded(self, name: str) -> None:
         """This process counted rewards for `name`: re-read it soon (see REWARDED_REFRESH_S)."""
@@ -98,44 +112,41 @@ class SnapshotRegistry:
 
     async def refresh_all(self) -> None:
         """Re-read every experiment in two pipelined round trips."""
-        with translate_redis_errors():
-            names = sorted(as_text(n) for n in await self.store.redis.smembers(keys.EXPERIMENTS))
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.get(keys.config(name))
-                    pipe.hgetall(keys.stats(name))
-                replies = await pipe.execute()
+        names = await self._experiments.names()
+        records = await self._experiments.routing_records(names)
         for gone in set(self.snapshots) - set(names):
             del self.snapshots[gone]
-        for index, name in enumerate(names):
-            self._install(name, replies[2 * index], replies[2 * index + 1])
+        for record in records:
+            self._install(record)
         self.last_refresh = time.time()
 
-    def _install(self, name: str, raw_config: bytes | None, raw_stats: dict[bytes, bytes]) -> None:
+    def _install(self, record: RoutingRecord) -> None:
         """Rebuild one snapshot; a record that cannot be built is logged and skipped, so one bad
         experiment never stops the refresh of the others (it keeps its last good snapshot)."""
         try:
-            self._build(name, raw_config, raw_stats)
+            self._build(record)
         except Exception:
             # Once per bad record, not at every refresh: the same record fails the same way.
-            if self._failed.get(name) != raw_config:
-                self._failed[name] = raw_config
-                log.exception("snapshot of experiment %r could not be rebuilt; keeping the last one", name)
+            if self._failed.get(record.name) != record.config:
+                self._failed[record.name] = record.config
+                log.exception("snapshot of experiment %r could not be rebuilt; keeping the last one", record.name)
         else:
-            self._failed.pop(name, None)
+            self._failed.pop(record.name, None)
 
-    def _build(self, name: str, raw_config: bytes | None, raw_stats: dict[bytes, bytes]) -> None:
-        if raw_config is None:
+    def _build(self, record: RoutingRecord) -> None:
+        name = record.name
+        if record.config is None:
             self.snapshots.pop(name, None)
             return
         current = self.snapshots.get(name)
-        if current is not None and current.source == (raw_config, raw_stats):
+        source = (record.config, record.counters)
+        if current is not None and current.source == source:
             # Nothing changed since the last read (an idle experiment): keep its queue of choices.
             return
-        experiment = _decode_experiment(raw_config)
-        counters = parse_counters(raw_stats, [arm.name for arm in experiment.arms], policy_discount(experiment))
-        snapshot = Snapshot.build(experiment, counters, self.rng, previous=current)
-        snapshot.source = (raw_config, raw_stats)
+        experiment = decode_experiment(name, record.config)
+        counters = parse_counters(record.counters, [arm.name for arm in experiment.arms], policy_discount(experiment))
+        snapshot = Snapshot.build(experiment, counters, self.rng, self.timeouts, previous=current)
+        snapshot.source = source
         self.snapshots[name] = snapshot
         self._missing.pop(name, None)
 
@@ -161,12 +172,12 @@ class SnapshotRegistry:
         backoff = RESUBSCRIBE_FIRST_S
         while True:
             try:
-                async with self.store.changes() as pubsub:
+                async with self._experiments.changes() as pubsub:
                     await self.refresh_all()
                     backoff = RESUBSCRIBE_FIRST_S
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            await self.refresh_one(message["data"].decode())
+                            await self.refresh(message["data"].decode())
             except Exception as error:  # a Redis outage: subscribe again when it answers
                 log.info("change subscription interrupted (%s); subscribing again", type(error).__name__)
             await asyncio.sleep(backoff)

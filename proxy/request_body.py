@@ -5,15 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from proxy.exceptions import BodyTooLarge, ClientDisconnected
+
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 class StreamedBody:

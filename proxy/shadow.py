@@ -14,10 +14,10 @@ import random
 import time
 from dataclasses import dataclass
 
+from proxy.clients.base import Headers, Origin, Timeouts, UpstreamClient
 from proxy.exceptions import UpstreamError
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
-from proxy.upstream import Headers, Origin, Timeouts, UpstreamClient
 
 log = logging.getLogger("mab.proxy.shadow")
 

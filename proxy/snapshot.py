@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bandit.models import Experiment
-from bandit.policy_inputs import allocation, build_policy, policy_statistics, serving_arms
-from bandit.store import ArmCounters
+from bandit.core.counters import ArmCounters
+from bandit.core.models import ArmSpec, Experiment
+from bandit.core.policy_adapter import allocation, build_policy, policy_statistics, serving_arms
 from policies import ArmStatistics, Policy
+from proxy.clients.base import Origin, Timeouts
 
 #: Posterior values drawn per vectorised batch of choices (choices × serving arms): big
 #: enough that a decision costs about a microsecond, small enough that drawing a batch
@@ -27,28 +28,70 @@ MAX_REDRAWS = 16
 ALLOCATION_MAX_AGE_S = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class ArmRoute:
+    """What forwarding to one arm needs, worked out once per config rather than per request."""
+
+    name: str
+    # The arm's name as the X-Bandit-Arm header value.
+    header_value: bytes
+    url: str
+    origin: Origin
+    timeouts: Timeouts
+    shadow: bool
+    mirror_percent: float
+
+    @classmethod
+    def of(cls, arm: ArmSpec, defaults: Timeouts) -> ArmRoute:
+        timeouts = defaults
+        if arm.connect_timeout_s is not None or arm.read_timeout_s is not None:
+            timeouts = Timeouts(arm.connect_timeout_s or defaults.connect_s, arm.read_timeout_s or defaults.read_s)
+        return cls(
+            arm.name, arm.name.encode(), arm.url, Origin.from_url(arm.url), timeouts, arm.shadow, arm.mirror_percent
+        )
+
+
+def arm_routes(experiment: Experiment, defaults: Timeouts) -> tuple[ArmRoute, ...]:
+    """One route per arm, in the order of `experiment.arms`."""
+    return tuple(ArmRoute.of(arm, defaults) for arm in experiment.arms)
+
+
 @dataclass(slots=True)
 class Snapshot:
     """Experiment config, statistics and a queue of pre-drawn arm choices."""
 
     experiment: Experiment
-    stats: ArmStatistics
+    # What the policy sees of each arm (all arms, experiment.arms order).
+    statistics: ArmStatistics
     rng: np.random.Generator
+    # The upstream timeouts of arms that set none of their own.
+    timeouts: Timeouts
+    # One per arm (experiment.arms order); given when a snapshot of the same arms already has them.
+    routes: tuple[ArmRoute, ...] = ()
+    # The shadow arms a served request is copied to (none unless the experiment is running).
+    shadows: tuple[ArmRoute, ...] = field(init=False)
+    # The X-Bandit-Experiment header value.
+    header_value: bytes = field(init=False)
     serving: list[int] = field(init=False)
     policy: Policy | None = field(init=False)
     # The raw config and stats hash it was built from, to skip rebuilding when neither changed.
     source: tuple[bytes, dict[bytes, bytes]] | None = field(init=False, default=None)
-    _serving_stats: ArmStatistics = field(init=False)
+    _serving_statistics: ArmStatistics = field(init=False)
     _batch: int = field(init=False)
     _queued: list[int] = field(init=False, default_factory=list)
     _cumulative: np.ndarray | None = field(init=False, default=None)
     _allocated_at: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
+        if not self.routes:
+            self.routes = arm_routes(self.experiment, self.timeouts)
+        running = self.experiment.status == "running"
+        self.shadows = tuple(route for route in self.routes if route.shadow and running)
+        self.header_value = self.experiment.name.encode()
         self.serving = serving_arms(self.experiment)
         pinned = self.experiment.pinned_arm() is not None
         self.policy = None if pinned else build_policy(self.experiment, self.serving)
-        self._serving_stats = self.stats.subset(np.asarray(self.serving))
+        self._serving_statistics = self.statistics.subset(np.asarray(self.serving))
         self._batch = max(1, min(MAX_CHOICE_BATCH, DRAWS_PER_BATCH // len(self.serving)))
 
     @classmethod
@@ -57,9 +100,13 @@ class Snapshot:
         experiment: Experiment,
         counters: ArmCounters,
         rng: np.random.Generator,
+        timeouts: Timeouts,
         previous: Snapshot | None = None,
     ) -> Snapshot:
-        snapshot = cls(experiment, policy_statistics(experiment, counters), rng)
+        # Rewards rebuild the snapshot every few tens of milliseconds; the arms rarely change with them.
+        reuse = previous is not None and previous.timeouts == timeouts and previous.experiment.arms == experiment.arms
+        routes = previous.routes if previous is not None and reuse else ()
+        snapshot = cls(experiment, policy_statistics(experiment, counters), rng, timeouts, routes)
         if (
             previous is not None
             and previous._cumulative is not None
@@ -81,7 +128,7 @@ class Snapshot:
         if self.policy is None:
             return self.serving[0]
         if not self._queued:
-            drawn = self.policy.choose(self._serving_stats, self.rng, self._batch)
+            drawn = self.policy.choose(self._serving_statistics, self.rng, self._batch)
             self._queued = [self.serving[i] for i in drawn.tolist()]
         return self._queued.pop()
 
@@ -96,7 +143,7 @@ class Snapshot:
 
     def _cumulative_allocation(self) -> np.ndarray:
         if self._cumulative is None:
-            self._cumulative = np.cumsum(allocation(self.experiment, self.stats, self.rng, self.policy))
+            self._cumulative = np.cumsum(allocation(self.experiment, self.statistics, self.rng, self.policy))
             self._allocated_at = time.monotonic()
         return self._cumulative
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
+from proxy.exceptions import BadTarget
+
 _PATH_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:@/")
-
-
-class BadTarget(ValueError):
-    """The requested path cannot be forwarded."""
 
 
 def parse_invoke_path(raw_path: bytes) -> tuple[str, bytes]:

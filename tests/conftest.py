@@ -12,7 +12,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from bandit.local_redis import answers, start_redis
+from bandit.cli.local_redis import answers, start_redis
 from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess
 
 # Tests own one logical database of a shared Redis and flush it; never the default db 0.
@@ -51,9 +51,15 @@ def clean_test_db(redis_url: str) -> str:
     return redis_url
 
 
+#: The store tests' own database, flushed before each of them: the service the other tests share
+#: runs on TEST_DB, and flushing that under it would wipe the keyring it signs decisions with.
+STORE_TEST_DB = TEST_DB + 1
+
+
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    """A client of STORE_TEST_DB, flushed for this test."""
+    client = Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{STORE_TEST_DB}")
     await client.flushdb()
     yield client
     await client.aclose()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from bandit.local_redis import free_port
+from bandit.cli.local_redis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"

@@ -25,14 +25,14 @@ from litestar.routes import HTTPRoute
 from redis.asyncio import Redis
 
 from bandit.api.auth import token_matches
-from bandit.app import create_app
-from bandit.decision_ids import DecisionSigner, SigningKey
-from bandit.keys import KEYRING
-from bandit.settings import Settings
-from bandit.shared_keys import rotate
-from bandit.store import ExperimentStore
+from bandit.core.decision_ids import DecisionSigner
+from bandit.core.keyring import SigningKey
+from bandit.core.settings import Settings
+from bandit.service import create_app
+from bandit.store.keys import KEYRING
+from bandit.store.redis_store import RedisStore
 from proxy.clients import ClientName, make_upstream_client
-from proxy.upstream import Origin, Timeouts
+from proxy.clients.base import Origin, Timeouts
 from tests.conftest import experiment_body
 from tests.servers import ROOT, ModelServers, ServiceProcess
 
@@ -331,7 +331,7 @@ def test_configured_rotation_verifies_the_previous_secret_until_its_grace_ends(
     ],
 )
 def test_inconsistent_rotation_settings_are_refused(environ: dict[str, str], message: str) -> None:
-    from bandit.settings import SettingsError, load_settings
+    from bandit.core.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match=message):
         load_settings(environ=environ)
@@ -368,7 +368,7 @@ async def test_shared_secret_rotation_reaches_every_replica(
     try:
         experiment = create(replicas[0], name, [{"name": "v1", "url": models.urls["v1"]}])
         client = Redis.from_url(clean_test_db)
-        legacy = await ExperimentStore(client).shared_secret()
+        legacy = await RedisStore(client).keyring.shared_secret()
         await client.aclose()
         old_signer = DecisionSigner([legacy])
         old_ids = [old_signer.sign(name, "v1", experiment["incarnation"]) for _ in range(2)]
@@ -406,14 +406,14 @@ async def test_shared_secret_rotation_reaches_every_replica(
 
 async def test_racing_rotations_lose_no_key(clean_test_db: str) -> None:
     client = Redis.from_url(clean_test_db)
-    store = ExperimentStore(client)
+    store = RedisStore(client)
     try:
-        legacy = await store.shared_secret()
+        legacy = await store.keyring.shared_secret()
 
         async def rotate_often() -> None:
             # Far-off starts: the services of other tests keep signing with the shared secret meanwhile.
             for _ in range(10):
-                await rotate(store, grace_s=60, activate_in_s=3600)
+                await store.keyring.rotate(grace_s=60, activate_in_s=3600)
 
         await asyncio.gather(*[rotate_often() for _ in range(4)])
         ring = await keyring(clean_test_db)

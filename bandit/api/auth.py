@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from bandit.exceptions import Forbidden, NotAuthenticated
-from bandit.settings import Settings
+from bandit.core.errors import Forbidden, NotAuthenticated
 
 
 def token_matches(presented: str, expected: str) -> bool:
@@ -35,44 +35,49 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _settings(connection: ASGIConnection[Any, Any, Any, Any]) -> Settings:
-    settings: Settings = connection.app.state.services.settings
-    return settings
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 
 
-def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-    """401 without a bearer token, 403 with a wrong one; compared in constant time."""
-    expected = _settings(connection).admin_token
-    if not expected:
-        raise NotAuthenticated(detail="the management API is disabled: start the service with BANDIT_ADMIN_TOKEN set")
-    token = _bearer(connection)
-    if token is None:
-        raise NotAuthenticated(
-            detail="management requires 'Authorization: Bearer <BANDIT_ADMIN_TOKEN>'",
-            headers={"WWW-Authenticate": 'Bearer realm="mab-admin"'},
-        )
-    if not token_matches(token, expected):
-        raise Forbidden(detail="the bearer token is not the admin token")
+def admin_guard(admin_token: str | None) -> Guard:
+    """The management API's guard: 401 without a bearer token, 403 with a wrong one (constant time)."""
+
+    def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+        if not admin_token:
+            raise NotAuthenticated(
+                detail="the management API is disabled: start the service with BANDIT_ADMIN_TOKEN set"
+            )
+        token = _bearer(connection)
+        if token is None:
+            raise NotAuthenticated(
+                detail="management requires 'Authorization: Bearer <BANDIT_ADMIN_TOKEN>'",
+                headers={"WWW-Authenticate": 'Bearer realm="mab-admin"'},
+            )
+        if not token_matches(token, admin_token):
+            raise Forbidden(detail="the bearer token is not the admin token")
+
+    return require_admin
 
 
-def require_feedback_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+def feedback_guard(feedback_token: str | None, admin_token: str | None) -> Guard:
     """With BANDIT_FEEDBACK_TOKEN set: 401 without a bearer token, 403 unless it is that token or the admin token.
 
     The admin token is accepted too: whoever holds it can already reset or delete the
     experiment, so it grants nothing new here, and operators' tools need only one token.
     Unset, feedback stays open: the signed decision id is what proves a reward genuine.
     """
-    settings = _settings(connection)
-    expected = settings.feedback_token
-    if not expected:
-        return
-    token = _bearer(connection)
-    if token is None:
-        raise NotAuthenticated(
-            detail="feedback requires 'Authorization: Bearer <BANDIT_FEEDBACK_TOKEN>'",
-            headers={"WWW-Authenticate": 'Bearer realm="mab-feedback"'},
-        )
-    accepted = [expected, settings.admin_token] if settings.admin_token else [expected]
-    # A list, not a generator: every comparison runs, so the time does not tell which token was near.
-    if not any([token_matches(token, candidate) for candidate in accepted]):
-        raise Forbidden(detail="the bearer token is not the feedback token")
+    accepted = [token for token in (feedback_token, admin_token) if token]
+
+    def require_feedback_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+        if not feedback_token:
+            return
+        token = _bearer(connection)
+        if token is None:
+            raise NotAuthenticated(
+                detail="feedback requires 'Authorization: Bearer <BANDIT_FEEDBACK_TOKEN>'",
+                headers={"WWW-Authenticate": 'Bearer realm="mab-feedback"'},
+            )
+        # A list, not a generator: every comparison runs, so the time does not tell which token was near.
+        if not any([token_matches(token, candidate) for candidate in accepted]):
+            raise Forbidden(detail="the bearer token is not the feedback token")
+
+    return require_feedback_token

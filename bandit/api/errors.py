@@ -1,4 +1,8 @@
-"""Exception handlers: every error answers JSON `{"status_code", "detail"}`, never a bare 500."""
+"""Exception handlers: every error answers JSON `{"status_code", "detail"}`, never a bare 500.
+
+The service's own errors (:mod:`bandit.core.errors`) carry their status; Litestar's are
+reworded where its own text would not tell a client what to fix.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from bandit.models import MAX_REWARD_MAGNITUDE, PATTERN_RULES
+from bandit.core.errors import MabError
+from bandit.core.models import MAX_REWARD_MAGNITUDE, PATTERN_RULES
 
 log = logging.getLogger("mab.api")
 
@@ -69,6 +74,11 @@ def _located(item: dict[str, Any]) -> str:
     if source in ("path", "query", "header", "cookie"):
         return f"{source} parameter `{key}`: {message}"
     return f"`{key}`: {message}"
+
+
+def service_error(_: Request[Any, Any, Any], error: MabError) -> Response[Any]:
+    """One of the service's own refusals, with its status and headers (e.g. Retry-After)."""
+    return _json(error.status_code, error.detail, error.headers or None)
 
 
 def http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import Parameter
 from msgspec import UNSET
 
-from bandit.api.auth import require_admin
 from bandit.api.errors import explain
-from bandit.exceptions import ArmNotFound, InvalidInput
-from bandit.live_stats import compute_stats
-from bandit.models import (
-    NAME_PATTERN,
-    NAME_RULE,
-    Experiment,
-    ExperimentPatch,
-    ExperimentSpec,
-    PromoteRequest,
-    StaticSettings,
-)
-from bandit.payloads import ExperimentStats
-from bandit.services import Services
-
-#: The `{name}` of a URL: checked like a stored name, so no other text reaches a Redis key.
-ExperimentName = Annotated[
-    str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN, description=f"experiment name: {NAME_RULE}")
-]
+from bandit.api.parameters import ExperimentName
+from bandit.api.stats import compute_stats
+from bandit.core.errors import ArmNotFound, InvalidInput
+from bandit.core.models import Experiment, ExperimentPatch, ExperimentSpec, PromoteRequest, StaticSettings
+from bandit.core.payloads import ExperimentStats
+from bandit.core.ports import HealthView, Routing
+from bandit.core.settings import Settings
+from bandit.store.counters import CounterStore
+from bandit.store.experiments import ExperimentStore
 
 
 def _revalidated(current: Experiment, changes: dict[str, Any]) -> Experiment:
@@ -64,27 +54,32 @@ def _promotion(experiment: Experiment, arm_name: str | None) -> Experiment:
 
 
 class ExperimentsController(Controller):
+    """Behind the admin token: the app mounts it under the admin guard (bandit/api/routes.py)."""
+
     path = "/api/experiments"
-    guards = [require_admin]  # noqa: RUF012 - Litestar reads this class attribute
-    tags = ["management"]  # noqa: RUF012
+    tags = ["management"]  # noqa: RUF012 - Litestar reads this class attribute
 
     @post("/", status_code=201)
-    async def create(self, data: ExperimentSpec, services: Services) -> Experiment:
+    async def create(
+        self, data: ExperimentSpec, experiments: ExperimentStore, routing: Routing, settings: Settings
+    ) -> Experiment:
         """Create an experiment; it takes traffic at once on this replica, within a second on others."""
-        experiment = await services.store.create(data, max_experiments=services.settings.max_experiments)
-        await services.registry.refresh_one(data.name)
+        experiment = await experiments.create(data, max_experiments=settings.max_experiments)
+        await routing.refresh(data.name)
         return experiment
 
     @get("/")
-    async def list_experiments(self, services: Services) -> list[Experiment]:
-        return await services.store.list_all()
+    async def list_experiments(self, experiments: ExperimentStore) -> list[Experiment]:
+        return await experiments.list_all()
 
     @get("/{name:str}")
-    async def get_experiment(self, name: ExperimentName, services: Services) -> Experiment:
-        return await services.store.get(name)
+    async def get_experiment(self, name: ExperimentName, experiments: ExperimentStore) -> Experiment:
+        return await experiments.get(name)
 
     @patch("/{name:str}")
-    async def update(self, name: ExperimentName, data: ExperimentPatch, services: Services) -> Experiment:
+    async def update(
+        self, name: ExperimentName, data: ExperimentPatch, experiments: ExperimentStore, routing: Routing
+    ) -> Experiment:
         """Replace arms, policy, reward or stopping settings; statistics are kept."""
         changes: dict[str, Any] = {
             field: value
@@ -98,42 +93,57 @@ class ExperimentsController(Controller):
                 changed = msgspec.structs.replace(changed, status="running", promoted_arm=None)
             return changed
 
-        return await self._update(services, name, apply)
+        return await _update(experiments, routing, name, apply)
 
     @delete("/{name:str}", status_code=204)
-    async def remove(self, name: ExperimentName, services: Services) -> None:
-        await services.store.delete(name)
-        services.registry.snapshots.pop(name, None)
+    async def remove(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> None:
+        await experiments.delete(name)
+        routing.forget(name)
 
     @post("/{name:str}/pause", status_code=200)
-    async def pause(self, name: ExperimentName, services: Services) -> Experiment:
+    async def pause(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Send all traffic to the control (first serving) arm until resumed."""
-        return await self._update(services, name, lambda e: msgspec.structs.replace(e, status="paused"))
+        return await _update(experiments, routing, name, lambda e: msgspec.structs.replace(e, status="paused"))
 
     @post("/{name:str}/resume", status_code=200)
-    async def resume(self, name: ExperimentName, services: Services) -> Experiment:
+    async def resume(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Hand routing back to the policy."""
-        return await self._update(
-            services, name, lambda e: msgspec.structs.replace(e, status="running", promoted_arm=None)
+        return await _update(
+            experiments, routing, name, lambda e: msgspec.structs.replace(e, status="running", promoted_arm=None)
         )
 
     @post("/{name:str}/promote", status_code=200)
-    async def promote(self, name: ExperimentName, services: Services, data: PromoteRequest | None = None) -> Experiment:
+    async def promote(
+        self,
+        name: ExperimentName,
+        experiments: ExperimentStore,
+        routing: Routing,
+        data: PromoteRequest | None = None,
+    ) -> Experiment:
         """Send all traffic to one arm (for a static split: move all weight to it)."""
         arm = data.arm if data is not None else None
-        return await self._update(services, name, lambda e: _promotion(e, arm))
+        return await _update(experiments, routing, name, lambda e: _promotion(e, arm))
 
     @post("/{name:str}/reset", status_code=200)
-    async def reset(self, name: ExperimentName, services: Services) -> Experiment:
+    async def reset(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Forget all statistics; feedback for earlier decisions is refused from now on."""
-        return await self._update(services, name, lambda e: e, reset_statistics=True)
+        return await _update(experiments, routing, name, lambda e: e, reset_statistics=True)
 
     @get("/{name:str}/stats")
-    async def stats(self, name: ExperimentName, services: Services) -> ExperimentStats:
-        return await compute_stats(services.store, services.health, await services.store.get(name))
+    async def stats(
+        self, name: ExperimentName, experiments: ExperimentStore, counters: CounterStore, health: HealthView
+    ) -> ExperimentStats:
+        return await compute_stats(counters, health, await experiments.get(name))
 
-    @staticmethod
-    async def _update(services: Services, name: str, change: Any, *, reset_statistics: bool = False) -> Experiment:
-        experiment = await services.store.update(name, change, reset_statistics=reset_statistics)
-        await services.registry.refresh_one(name)
-        return experiment
+
+async def _update(
+    experiments: ExperimentStore,
+    routing: Routing,
+    name: str,
+    change: Callable[[Experiment], Experiment],
+    *,
+    reset_statistics: bool = False,
+) -> Experiment:
+    experiment = await experiments.update(name, change, reset_statistics=reset_statistics)
+    await routing.refresh(name)
+    return experiment

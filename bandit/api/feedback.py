@@ -5,25 +5,30 @@ from __future__ import annotations
 from litestar import post
 from msgspec import UNSET
 
-from bandit.api.auth import require_feedback_token
-from bandit.exceptions import MabError
-from bandit.feedback import ingest
-from bandit.models import Experiment
-from bandit.payloads import FeedbackRequest, FeedbackResult
-from bandit.services import Services
+from bandit.api.ingest import ingest
+from bandit.core.decision_ids import DecisionSigner
+from bandit.core.errors import MabError
+from bandit.core.models import Experiment
+from bandit.core.payloads import FeedbackRequest, FeedbackResult
+from bandit.core.ports import Routing
+from bandit.store.counters import CounterStore
+from bandit.store.experiments import ExperimentStore
 
 
-@post("/feedback", status_code=202, guards=[require_feedback_token])
-async def post_feedback(data: FeedbackRequest, services: Services) -> FeedbackResult:
+@post("/feedback", status_code=202)
+async def post_feedback(
+    data: FeedbackRequest,
+    signer: DecisionSigner,
+    experiments: ExperimentStore,
+    counters: CounterStore,
+    routing: Routing,
+) -> FeedbackResult:
     """Record one reward or a batch; a refused single reward answers with its own status (403, 410...)."""
 
     async def find_experiment(name: str) -> Experiment:
-        snapshot = services.registry.get(name)
-        return snapshot.experiment if snapshot is not None else await services.store.get(name)
+        return routing.experiment(name) or await experiments.get(name)
 
-    result = await ingest(
-        data.as_items(), services.signer, services.store, find_experiment, services.registry.note_rewarded
-    )
+    result = await ingest(data.as_items(), signer, counters, find_experiment, routing.note_rewarded)
     if data.items is UNSET and result.errors:
         raise MabError(status_code=result.errors[0].status, detail=result.errors[0].reason)
     return result

@@ -1,7 +1,7 @@
 """OpenAPI schemas of the msgspec Structs that say everything the decoder enforces.
 
 Litestar's own Struct schemas leave out that unknown fields are refused, so clients (and the
-fuzzer in tests/test_fuzzing.py) would believe any extra field is welcome; nor can they say
+fuzzer in tests/api/test_fuzzing.py) would believe any extra field is welcome; nor can they say
 that some fields are only valid together. This plugin adds both.
 """
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from litestar import post
 
-from bandit.api.auth import require_admin
-from bandit.api.experiments import ExperimentName
-from bandit.models import Experiment
-from bandit.services import Services
+from bandit.api.parameters import ExperimentName
+from bandit.core.models import Experiment
+from bandit.core.ports import Routing
+from bandit.store.experiments import ExperimentStore
 
 
-@post("/api/experiments/{name:str}/rollback", status_code=200, guards=[require_admin], tags=["management"])
-async def rollback(name: ExperimentName, services: Services) -> Experiment:
+@post("/api/experiments/{name:str}/rollback", status_code=200, tags=["management"])
+async def rollback(name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
     """Restore the settings before the last change (a promote, pause, PATCH...); statistics are kept.
 
     Each call goes one change further back; 409 when no earlier settings are kept.
     """
-    experiment = await services.store.rollback(name)
-    await services.registry.refresh_one(name)
+    experiment = await experiments.rollback(name)
+    await routing.refresh(name)
     return experiment

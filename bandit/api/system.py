@@ -6,8 +6,9 @@ from typing import Any
 
 from litestar import MediaType, Response, get
 
-from bandit.services import Services
-from bandit.store import translate_redis_errors
+from bandit.core.errors import StoreUnavailable
+from bandit.core.ports import Routing
+from bandit.store.redis_store import RedisStore
 
 
 @get("/healthz", media_type=MediaType.JSON, sync_to_thread=False)
@@ -17,11 +18,10 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz", media_type=MediaType.JSON)
-async def readyz(services: Services) -> Response[dict[str, Any]]:
+async def readyz(store: RedisStore, routing: Routing) -> Response[dict[str, Any]]:
     """Ready when Redis answers; routing would still work from snapshots without it."""
     try:
-        with translate_redis_errors():
-            await services.redis.ping()
-    except Exception as error:
-        return Response({"status": "unavailable", "redis": str(error)}, status_code=503)
-    return Response({"status": "ready", "experiments": len(services.registry.snapshots)})
+        await store.ping()
+    except StoreUnavailable as error:
+        return Response({"status": "unavailable", "redis": error.detail}, status_code=503)
+    return Response({"status": "ready", "experiments": len(routing.experiments())})

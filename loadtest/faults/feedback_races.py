@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bandit.local_redis import free_port
+from bandit.cli.local_redis import free_port
 from loadtest.faults.books import Books, reconcile
 from loadtest.faults.load import Ledger
 from loadtest.faults.report import Row

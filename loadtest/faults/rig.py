@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bandit.local_redis import free_port, start_redis
+from bandit.cli.local_redis import free_port, start_redis
 from loadtest.processes import children, control_url, model_urls, spawn, stop, wait_http
 
 

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.clients.base import Origin
+from proxy.exceptions import BadTarget
 from proxy.headers import request_headers, response_headers
-from proxy.target import BadTarget, parse_invoke_path, upstream_target
-from proxy.upstream import Origin
+from proxy.target import parse_invoke_path, upstream_target
 
 
 def test_invoke_path_splits_experiment_and_rest() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bandit.local_redis import free_port
+from bandit.cli.local_redis import free_port
 from tests.servers import ModelServers, ServiceProcess, wait_until
 
 MB = 1024 * 1024

@@ -1,0 +1,263 @@
+"""The policy adapter: from a stored experiment and its counters to a policy, its inputs and its statistics.
+
+Everything that reads an experiment's settings to decide how it learns lives here: which
+policy routes it (`build_policy`), what the policy sees (`policy_statistics`), how each
+reward updates the counters (`observation_rules`, applied by the feedback script), and
+the statistics people read (`experiment_stats`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bandit.core.counters import ArmCounters
+from bandit.core.latency_buckets import quantile
+from bandit.core.models import (
+    ArmSpec,
+    ChangeDetectionSettings,
+    EpsilonGreedySettings,
+    Experiment,
+    GradientSettings,
+    LearningSettings,
+    PolicySettings,
+    SoftmaxSettings,
+    StaticSettings,
+    ThompsonSettings,
+    TopTwoThompsonSettings,
+    UCB1Settings,
+)
+from bandit.core.payloads import ArmStats, ChangeSummary, ExperimentStats, LatencySummary, StoppingStatus, Totals
+from policies import (
+    UCB1,
+    ArmStatistics,
+    BurnIn,
+    EpsilonGreedy,
+    GradientBandit,
+    Policy,
+    PosteriorModel,
+    Softmax,
+    StaticWeights,
+    ThompsonSampling,
+    TopTwoThompson,
+    TrafficFloor,
+    best_arm_summary,
+    credible_interval,
+)
+
+
+def posterior_model(experiment: Experiment) -> PosteriorModel:
+    """Beta for rewards bounded to [0, 1] after scaling, Gaussian otherwise.
+
+    A latency penalty pushes rewards below the feedback's lower bound by an amount with
+    no fixed limit, so penalised rewards are treated as unbounded real numbers.
+    """
+    policy = experiment.policy
+    if isinstance(policy, ThompsonSettings | TopTwoThompsonSettings) and policy.model != "auto":
+        return policy.model
+    return "beta" if rewards_bounded(experiment) else "gaussian"
+
+
+def rewards_bounded(experiment: Experiment) -> bool:
+    return experiment.reward.bounds is not None and experiment.reward.latency_penalty == 0
+
+
+def _core_policy(experiment: Experiment, settings: PolicySettings, serving: list[int]) -> Policy:
+    if isinstance(settings, EpsilonGreedySettings):
+        return EpsilonGreedy(epsilon=settings.epsilon, decay=settings.decay)
+    if isinstance(settings, ThompsonSettings):
+        return ThompsonSampling(model=posterior_model(experiment))
+    if isinstance(settings, TopTwoThompsonSettings):
+        return TopTwoThompson(beta=settings.beta, model=posterior_model(experiment))
+    if isinstance(settings, UCB1Settings):
+        return UCB1(c=settings.c, variance_aware=settings.variance_aware, bounded=rewards_bounded(experiment))
+    if isinstance(settings, SoftmaxSettings):
+        return Softmax(temperature=settings.temperature, decay=settings.decay)
+    if isinstance(settings, GradientSettings):
+        return GradientBandit()
+    if isinstance(settings, StaticSettings):
+        weights = experiment.static_weights()
+        return StaticWeights(tuple(weights[i] for i in serving))
+    raise TypeError(f"no policy for settings {type(settings).__name__}")
+
+
+def build_policy(experiment: Experiment, serving: list[int]) -> Policy:
+    """The policy object for the experiment's settings, over the arms at `serving`."""
+    settings = experiment.policy
+    policy = _core_policy(experiment, settings, serving)
+    if isinstance(settings, LearningSettings):
+        if settings.min_share > 0:
+            policy = TrafficFloor(policy, settings.min_share)
+        if settings.burn_in > 0:
+            policy = BurnIn(policy, settings.burn_in)
+    return policy
+
+
+def policy_statistics(experiment: Experiment, counters: ArmCounters) -> ArmStatistics:
+    """Per-arm statistics on the policy's scale, for every arm of the experiment; shapes (K,).
+
+    Explicit mode counts the rewards received (discounted, and forgotten on a detected
+    change, as the policy's settings say); conversion mode counts every decision, a
+    decision with no conversion being a reward of 0. Bounded rewards are scaled to
+    [0, 1] so one Beta model serves clicks, labels and ratings alike.
+    """
+    pulls = counters.decisions if experiment.reward.mode == "conversion" else counters.policy_pulls
+    total, squares = counters.policy_sum, counters.policy_sq_sum
+    if experiment.reward.bounds is not None:
+        lower, width = reward_scale(experiment)
+        # (r - lower) / width, summed: sums and sums of squares of the scaled rewards.
+        scaled_total = (total - lower * pulls) / width
+        squares = (squares - 2 * lower * total + lower**2 * pulls) / width**2
+        total = scaled_total
+    preferences = counters.preferences if isinstance(experiment.policy, GradientSettings) else None
+    return ArmStatistics(pulls.astype(np.float64), total, squares, preferences)
+
+
+def reward_scale(experiment: Experiment) -> tuple[float, float]:
+    """(offset, width) mapping rewards onto the policy's scale: (r − offset) / width."""
+    if experiment.reward.bounds is None:
+        return 0.0, 1.0
+    lower, upper = experiment.reward.bounds
+    return lower, upper - lower
+
+
+def serving_arms(experiment: Experiment) -> list[int]:
+    """Indices of the arms that may take traffic now (the pinned one, or every non-shadow arm)."""
+    pinned = experiment.pinned_arm()
+    if pinned is not None:
+        return [next(i for i, arm in enumerate(experiment.arms) if arm.name == pinned)]
+    return [i for i, arm in enumerate(experiment.arms) if not arm.shadow]
+
+
+def allocation(
+    experiment: Experiment, statistics: ArmStatistics, rng: np.random.Generator, policy: Policy | None = None
+) -> np.ndarray:
+    """Share of the next decisions per arm, 0 for shadow arms; shape (K,).
+
+    Pass the `policy` already built for the serving arms to avoid building it again.
+    """
+    serving = serving_arms(experiment)
+    shares = np.zeros(len(experiment.arms))
+    if experiment.pinned_arm() is not None:
+        shares[serving] = 1.0
+    else:
+        index = np.asarray(serving)
+        policy = policy or build_policy(experiment, serving)
+        shares[index] = policy.allocation(statistics.subset(index), rng)
+    return shares
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationRules:
+    """Arguments of the feedback script that depend on the experiment's policy."""
+
+    discount: float = 1.0
+    change_detection: ChangeDetectionSettings | None = None
+    gradient: GradientSettings | None = None
+    # Arms whose policy state is shared (gradient softmax, reset of every arm).
+    serving_arms: tuple[str, ...] = ()
+
+
+def observation_rules(experiment: Experiment) -> ObservationRules:
+    policy = experiment.policy
+    serving = tuple(arm.name for arm in experiment.arms if not arm.shadow)
+    if not isinstance(policy, LearningSettings):
+        return ObservationRules(serving_arms=serving)
+    return ObservationRules(
+        discount=policy.discount,
+        change_detection=policy.change_detection,
+        gradient=policy if isinstance(policy, GradientSettings) else None,
+        serving_arms=serving,
+    )
+
+
+def policy_discount(experiment: Experiment) -> float:
+    policy = experiment.policy
+    return policy.discount if isinstance(policy, LearningSettings) else 1.0
+
+
+def experiment_stats(
+    experiment: Experiment,
+    counters: ArmCounters,
+    latencies: dict[str, dict[int, int]],
+    health_of: Callable[[ArmSpec], str],
+    rng: np.random.Generator,
+) -> ExperimentStats:
+    """Assemble the stats response from the experiment's counters."""
+    statistics = policy_statistics(experiment, counters)
+    model = posterior_model(experiment)
+    shares = allocation(experiment, statistics, rng)
+
+    # P(best) and loss compare the arms that serve traffic; shadow arms are observed, not chosen.
+    contenders = np.asarray([i for i, arm in enumerate(experiment.arms) if not arm.shadow])
+    p_best = np.zeros(len(experiment.arms))
+    loss = np.zeros(len(experiment.arms))
+    p_best[contenders], loss[contenders] = best_arm_summary(statistics.subset(contenders), model, rng)
+
+    lower, upper = credible_interval(statistics, model)
+    # The policy's statistics are scaled to [0, 1] when rewards are bounded: report in reward units.
+    offset, width = reward_scale(experiment)
+    lower, upper, loss = offset + width * lower, offset + width * upper, width * loss
+    means = offset + width * statistics.means
+
+    arms: list[ArmStats] = []
+    for i, arm in enumerate(experiment.arms):
+        pulls = statistics.pulls[i]
+        histogram = latencies.get(arm.name, {})
+        arms.append(
+            ArmStats(
+                name=arm.name,
+                shadow=arm.shadow,
+                decisions=int(counters.decisions[i]),
+                rewards=int(counters.rewards[i]),
+                reward_sum=float(counters.reward_sum[i]),
+                mean=float(means[i]) if pulls > 0 else None,
+                interval=((float(lower[i]), float(upper[i])) if pulls > 0 else None),
+                effective_rewards=float(pulls),
+                p_best=float(p_best[i]),
+                expected_loss=float(loss[i]),
+                allocation=float(shares[i]),
+                latency_ms=LatencySummary(p50=quantile(histogram, 0.5), p99=quantile(histogram, 0.99)),
+                errors=int(counters.errors[i]),
+                healthy=health_of(arm) != "ejected",
+                health=health_of(arm),
+                mirror_dropped=int(counters.mirror_dropped[i]),
+                changes=ChangeSummary(
+                    detected=int(counters.changes[i]),
+                    last_at=float(counters.last_change_at[i]) or None,
+                ),
+            )
+        )
+    observed = bool(statistics.pulls[contenders].sum() > 0)
+    leader_index = int(contenders[np.argmax(p_best[contenders])])
+    leader = experiment.arms[leader_index].name if observed else None
+    rule = experiment.stopping
+    # Every contender must have been observed: a never-tried arm's prior is no evidence against it.
+    met = bool(
+        observed
+        and (statistics.pulls[contenders] > 0).all()
+        and p_best[leader_index] >= rule.p_best
+        and loss[leader_index] <= rule.expected_loss
+    )
+    return ExperimentStats(
+        experiment=experiment.name,
+        status=experiment.status,
+        policy=str(type(experiment.policy).__struct_config__.tag),
+        leader=leader,
+        totals=Totals(
+            decisions=int(counters.decisions.sum()),
+            rewards=int(counters.rewards.sum()),
+            reward_sum=float(counters.reward_sum.sum()),
+        ),
+        arms=arms,
+        stopping=StoppingStatus(
+            met=met,
+            arm=leader if met else None,
+            p_best_threshold=rule.p_best,
+            expected_loss_threshold=rule.expected_loss,
+        ),
+        generated_at=time.time(),
+    )

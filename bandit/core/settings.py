@@ -1,0 +1,147 @@
+"""Service settings, read from flags or BANDIT_* environment variables in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service can be told at start-up."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    # False when the URL is our default: then `mab serve` may start a local Redis.
+    redis_url_given: bool = False
+    admin_token: str | None = None
+    # HMAC key for decision ids; None: shared through Redis so replicas agree.
+    secret: str | None = None
+    # Key rotation: the secret BANDIT_SECRET replaced; ids signed with it verify until the given
+    # time (absolute, so every replica and every restart agree on when the grace ends).
+    previous_secret: str | None = None
+    previous_secret_until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    # None: anyone may POST /feedback (the signed decision id is the proof); set: it needs this
+    # bearer token (or the admin token).
+    feedback_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # How often each process re-reads experiment statistics from Redis.
+    refresh_interval_s: float = 0.5
+    # How often locally counted decisions are written to Redis.
+    flush_interval_s: float = 0.2
+    # Largest request body the proxy forwards (streamed, never held whole); 413 past it.
+    max_body_bytes: int = 16 * 1024 * 1024
+    # Largest body of a management or feedback request (a full batch of 1000 rewards is ~300 kB); 413 past it.
+    max_api_body_bytes: int = 1024 * 1024
+    # Experiments one deployment holds; creating one more is refused (409) until one is deleted.
+    max_experiments: int = 1000
+    # Waiting for an upstream's response (each read); an arm's read_timeout_s overrides it.
+    upstream_timeout_s: float = 30.0
+    # Waiting for a connection to an upstream; an arm's connect_timeout_s overrides it.
+    upstream_connect_timeout_s: float = 2.0
+    # Copies for shadow arms waiting to be sent; beyond this they are dropped and counted.
+    shadow_queue_size: int = 1024
+    # Seconds between active health probes of the arms that have a health_path.
+    probe_interval_s: float = 2.0
+    # How long a process remembers the arm it gave a sticky unit (X-Bandit-Unit).
+    sticky_ttl_s: float = 3600.0
+    # The HTTP client the proxy forwards with (see proxy/clients/__init__.py and BENCHMARKS.md).
+    upstream_client: Literal["pyreqwest", "aiohttp", "httpx", "aiosonic", "httpx-aiohttp"] = "pyreqwest"
+    # The dashboard's history: per-experiment buckets of this width, the newest this many kept.
+    series_bucket_s: int = 5
+    series_buckets: int = 720
+    # Seconds between the stats snapshots an events stream (SSE) sends.
+    events_interval_s: float = 1.0
+    # An events stream ends after this long and the browser reconnects (resuming where it left
+    # off): an open dashboard never holds up a graceful shutdown, which waits for every response.
+    events_stream_max_s: float = 15.0
+    # True: /dashboard and the events stream are readable without a token (controls still
+    # need the admin token); False: the events stream needs the admin token and no page is served.
+    dashboard_public: bool = True
+    log_level: str = "info"
+
+
+# Environment variable for each setting; flags take precedence over these.
+_ENVIRONMENT = {
+    "redis_url": "BANDIT_REDIS_URL",
+    "admin_token": "BANDIT_ADMIN_TOKEN",
+    "secret": "BANDIT_SECRET",
+    "previous_secret": "BANDIT_PREVIOUS_SECRET",
+    "previous_secret_until": "BANDIT_PREVIOUS_SECRET_UNTIL",
+    "feedback_token": "BANDIT_FEEDBACK_TOKEN",
+    "host": "BANDIT_HOST",
+    "port": "BANDIT_PORT",
+    "workers": "BANDIT_WORKERS",
+    "refresh_interval_s": "BANDIT_REFRESH_INTERVAL",
+    "flush_interval_s": "BANDIT_FLUSH_INTERVAL",
+    "max_body_bytes": "BANDIT_MAX_BODY_BYTES",
+    "max_api_body_bytes": "BANDIT_MAX_API_BODY_BYTES",
+    "max_experiments": "BANDIT_MAX_EXPERIMENTS",
+    "upstream_timeout_s": "BANDIT_UPSTREAM_TIMEOUT",
+    "upstream_connect_timeout_s": "BANDIT_UPSTREAM_CONNECT_TIMEOUT",
+    "shadow_queue_size": "BANDIT_SHADOW_QUEUE_SIZE",
+    "probe_interval_s": "BANDIT_PROBE_INTERVAL",
+    "sticky_ttl_s": "BANDIT_STICKY_TTL",
+    "upstream_client": "BANDIT_UPSTREAM_CLIENT",
+    "series_bucket_s": "BANDIT_SERIES_BUCKET",
+    "series_buckets": "BANDIT_SERIES_BUCKETS",
+    "events_interval_s": "BANDIT_EVENTS_INTERVAL",
+    "events_stream_max_s": "BANDIT_EVENTS_STREAM_MAX",
+    "dashboard_public": "BANDIT_DASHBOARD_PUBLIC",
+    "log_level": "BANDIT_LOG_LEVEL",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or range."""
+
+
+def load_settings(overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment, with `overrides` (e.g. parsed flags; None values ignored) on top."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for field, variable in _ENVIRONMENT.items():
+        if environ.get(variable):
+            raw[field] = environ[variable]
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    raw["redis_url_given"] = "redis_url" in raw
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise SettingsError(f"invalid setting: {error}") from None
+    if settings.workers < 1:
+        raise SettingsError("Setting 'workers' (BANDIT_WORKERS) must be >= 1")
+    if settings.max_experiments < 1 or settings.max_api_body_bytes < 1:
+        raise SettingsError("BANDIT_MAX_EXPERIMENTS and BANDIT_MAX_API_BODY_BYTES must be >= 1")
+    _check_rotation(settings)
+    if settings.series_bucket_s < 1 or settings.series_buckets < 2:
+        raise SettingsError("BANDIT_SERIES_BUCKET must be >= 1 s and BANDIT_SERIES_BUCKETS >= 2")
+    return settings
+
+
+def _check_rotation(settings: Settings) -> None:
+    if (settings.previous_secret is None) != (settings.previous_secret_until is None):
+        raise SettingsError("BANDIT_PREVIOUS_SECRET and BANDIT_PREVIOUS_SECRET_UNTIL are set together or not at all")
+    if settings.previous_secret is not None and not settings.secret:
+        raise SettingsError(
+            "BANDIT_PREVIOUS_SECRET needs BANDIT_SECRET (the new key); "
+            "the secret shared through Redis is rotated with `mab rotate-secret`"
+        )
+    if settings.previous_secret is not None and settings.previous_secret == settings.secret:
+        raise SettingsError("BANDIT_PREVIOUS_SECRET is the same as BANDIT_SECRET: nothing would rotate")
+
+
+def settings_to_environ(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces `settings` in a worker process."""
+    environ = {}
+    for field, variable in _ENVIRONMENT.items():
+        value = getattr(settings, field)
+        if value is not None:
+            environ[variable] = str(value)
+    return environ

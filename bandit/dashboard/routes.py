@@ -1,0 +1,231 @@
+"""The live dashboard: its pages and assets, the overview data and each experiment's events.
+
+The pages are static files of ``bandit/dashboard/static``; everything live comes from JSON and
+Server-Sent Events. plotly.js is served from the installed ``plotly`` package, so the page
+works offline. Reading is open unless BANDIT_DASHBOARD_PUBLIC is false; every control on the
+page calls the management API, which wants the admin token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, Router, get
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.types import ControllerRouterHandler
+
+from bandit.api.auth import Guard
+from bandit.api.parameters import ExperimentName
+from bandit.core.errors import ExperimentNotFound, MabError, StoreUnavailable
+from bandit.core.payloads import ExperimentStats
+from bandit.core.settings import Settings
+from bandit.dashboard.live import StatsCache
+from bandit.dashboard.regret import RegretEstimate, regret_estimate
+from bandit.store.experiments import ExperimentStore
+from bandit.store.series import Series, SeriesStore
+
+#: How long the overview may reuse an experiment's stats: it lists many experiments at once.
+OVERVIEW_MAX_AGE_S = 5.0
+#: Browsers wait this long before reconnecting a dropped event stream (sent as `retry:`).
+RECONNECT_MS = 1000
+
+# name -> (package, path inside it, media type). Nothing outside this table is served.
+_STATIC = "bandit.dashboard.static"
+_ASSETS = {
+    "dashboard.js": (_STATIC, "dashboard.js", "text/javascript; charset=utf-8"),
+    "dashboard.css": (_STATIC, "dashboard.css", "text/css; charset=utf-8"),
+    "plotly.min.js": ("plotly", "package_data/plotly.min.js", "text/javascript; charset=utf-8"),
+}
+_encode = msgspec.json.Encoder().encode
+
+
+@functools.cache
+def _file(package: str, path: str) -> bytes:
+    return resources.files(package).joinpath(path).read_bytes()
+
+
+def viewer_guard(public: bool, admin: Guard) -> Guard:
+    """Open when the dashboard is public; otherwise the admin token, as for management."""
+
+    def require_viewer(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        if not public:
+            admin(connection, handler)
+
+    return require_viewer
+
+
+def dashboard_routes(settings: Settings, admin: Guard) -> list[ControllerRouterHandler]:
+    """The pages and assets, and the data behind the viewer guard."""
+    return [
+        overview_page,
+        experiment_page,
+        dashboard_asset,
+        Router(
+            path="/",
+            guards=[viewer_guard(settings.dashboard_public, admin)],
+            route_handlers=[dashboard_overview, experiment_events],
+        ),
+    ]
+
+
+def _page(settings: Settings, name: str) -> Response[bytes]:
+    if not settings.dashboard_public:
+        raise MabError(status_code=404, detail="the dashboard is not served: BANDIT_DASHBOARD_PUBLIC is false")
+    return Response(_file(_STATIC, name), media_type=MediaType.HTML)
+
+
+@get("/dashboard", include_in_schema=False)
+async def overview_page(settings: Settings) -> Response[bytes]:
+    return _page(settings, "index.html")
+
+
+@get("/dashboard/{name:str}", include_in_schema=False)
+async def experiment_page(name: str, settings: Settings) -> Response[bytes]:
+    return _page(settings, "experiment.html")
+
+
+@get("/dashboard/assets/{asset:str}", include_in_schema=False)
+async def dashboard_asset(asset: str) -> Response[bytes]:
+    if asset not in _ASSETS:
+        raise MabError(status_code=404, detail=f"no dashboard asset {asset!r}")
+    package, path, media_type = _ASSETS[asset]
+    return Response(_file(package, path), media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
+
+class ArmSummary(msgspec.Struct, kw_only=True):
+    name: str
+    shadow: bool
+    health: str
+    decisions_last_minute: int
+
+
+class ExperimentSummary(msgspec.Struct, kw_only=True):
+    name: str
+    status: str
+    policy: str
+    arms: list[ArmSummary]
+    decisions_last_minute: int
+    leader: str | None
+    leader_p_best: float | None
+    stopping_met: bool
+
+
+@get("/dashboard/data/overview", tags=["dashboard"])
+async def dashboard_overview(
+    experiments: ExperimentStore, stats_cache: StatsCache, series_store: SeriesStore
+) -> list[ExperimentSummary]:
+    """Every experiment: status, arms, traffic in the last minute, leader, stopping rule met."""
+    summaries = []
+    since = time.time() - 60
+    for experiment in await experiments.list_all():
+        try:
+            stats, incarnation = await stats_cache.get(experiment.name, max_age_s=OVERVIEW_MAX_AGE_S)
+        except ExperimentNotFound:
+            continue  # deleted between the listing and now
+        series = await series_store.read(experiment.name, incarnation, [arm.name for arm in stats.arms], since)
+        recent = {name: sum(column.decisions) for name, column in series.arms.items()}
+        leader = next((arm for arm in stats.arms if arm.name == stats.leader), None)
+        summaries.append(
+            ExperimentSummary(
+                name=stats.experiment,
+                status=stats.status,
+                policy=stats.policy,
+                arms=[
+                    ArmSummary(
+                        name=arm.name, shadow=arm.shadow, health=arm.health, decisions_last_minute=recent[arm.name]
+                    )
+                    for arm in stats.arms
+                ],
+                decisions_last_minute=sum(recent[arm.name] for arm in stats.arms if not arm.shadow),
+                leader=stats.leader,
+                leader_p_best=leader.p_best if leader is not None else None,
+                stopping_met=stats.stopping.met,
+            )
+        )
+    return summaries
+
+
+class EventSnapshot(msgspec.Struct, kw_only=True):
+    """One event of the stream: the stats now, and the history buckets since the last event
+    (all of them in the first event; the newest bucket again in every event, as it fills)."""
+
+    stats: ExperimentStats
+    series: Series
+    estimate: RegretEstimate
+    incarnation: str
+    sent_at: float
+
+
+def _resume_point(last_event_id: str | None) -> tuple[str, float] | None:
+    """(incarnation, bucket start) from a reconnecting browser's Last-Event-ID, if well-formed."""
+    incarnation, _, start = (last_event_id or "").partition(":")
+    try:
+        return (incarnation, float(start)) if incarnation else None
+    except ValueError:
+        return None
+
+
+@get("/api/experiments/{name:str}/events", tags=["dashboard"])
+async def experiment_events(
+    name: ExperimentName,
+    request: Request[Any, Any, Any],
+    experiments: ExperimentStore,
+    stats_cache: StatsCache,
+    series_store: SeriesStore,
+    settings: Settings,
+) -> ServerSentEvent:
+    """Server-Sent Events: a `snapshot` of stats and history every BANDIT_EVENTS_INTERVAL.
+
+    A reconnecting client (Last-Event-ID) gets the history from where it left off; `gone`
+    ends the stream when the experiment is deleted; `unavailable` says Redis is away. The
+    stream ends after BANDIT_EVENTS_STREAM_MAX and browsers reconnect by themselves.
+    """
+    await experiments.get(name)  # 404 before the stream starts
+    resume = _resume_point(request.headers.get("last-event-id"))
+    snapshots = _snapshots(name, stats_cache, series_store, settings, resume)
+    return ServerSentEvent(snapshots, retry_duration=RECONNECT_MS)
+
+
+async def _snapshots(
+    name: str,
+    stats_cache: StatsCache,
+    series_store: SeriesStore,
+    settings: Settings,
+    resume: tuple[str, float] | None,
+) -> AsyncIterator[ServerSentEventMessage]:
+    sent_incarnation, since = resume if resume is not None else (None, None)
+    ends_at = time.monotonic() + settings.events_stream_max_s
+    while time.monotonic() < ends_at:
+        try:
+            stats, incarnation = await stats_cache.get(name)
+            if incarnation != sent_incarnation:
+                since = None  # a new stream, or the experiment was reset: the whole history
+            series = await series_store.read(name, incarnation, [arm.name for arm in stats.arms], since)
+        except ExperimentNotFound:
+            yield ServerSentEventMessage(event="gone", data=_encode({"experiment": name}).decode())
+            return
+        except StoreUnavailable as error:
+            yield ServerSentEventMessage(event="unavailable", data=_encode({"detail": error.detail}).decode())
+        else:
+            if series.t:
+                since = series.t[-1]
+            sent_incarnation = incarnation
+            event = EventSnapshot(
+                stats=stats,
+                series=series,
+                estimate=regret_estimate(stats),
+                incarnation=incarnation,
+                sent_at=time.time(),
+            )
+            yield ServerSentEventMessage(
+                event="snapshot", id=f"{incarnation}:{since or 0}", data=_encode(event).decode()
+            )
+        await asyncio.sleep(settings.events_interval_s)

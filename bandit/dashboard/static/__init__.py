@@ -1,0 +1,1 @@
+"""The dashboard pages, their script and style: package data served by bandit/dashboard/routes.py."""

@@ -1,0 +1,251 @@
+"""The composition root: builds the parts of one service process and wires the proxy to the HTTP API.
+
+This is the only module that imports both :mod:`proxy` and :mod:`bandit.api` (the layering
+contract in pyproject.toml checks it). The lifespan builds every long-lived object once,
+with its dependencies passed in; each handler then receives the ones it names through one
+Litestar provider per dependency (see `_PROVIDED`), never a bag of everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from litestar import Litestar, asgi
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+
+from bandit import __version__
+from bandit.api.auth import admin_guard
+from bandit.api.errors import http_error, service_error, unexpected_error, validation_error
+from bandit.api.openapi import StrictStructSchemaPlugin
+from bandit.api.routes import api_routes
+from bandit.core.decision_ids import DecisionSigner
+from bandit.core.errors import MabError, StoreUnavailable
+from bandit.core.keyring import SigningKey
+from bandit.core.settings import Settings, load_settings
+from bandit.dashboard.live import StatsCache
+from bandit.dashboard.routes import dashboard_routes
+from bandit.dashboard.sampler import SAMPLE_INTERVAL_S, SeriesSampler
+from bandit.store.keyring import KeyringStore
+from bandit.store.redis_store import RedisStore
+from bandit.store.series import SeriesLayout
+from proxy.app import ProxyApp
+from proxy.clients import make_upstream_client
+from proxy.clients.base import Timeouts
+from proxy.health import ArmHealth, HealthProber
+from proxy.recorder import DecisionRecorder
+from proxy.registry import SnapshotRegistry, running
+from proxy.shadow import ShadowMirror
+from proxy.sticky import StickyAssignments
+
+log = logging.getLogger("mab")
+#: How long start-up waits for Redis before giving up with a clear message.
+REDIS_STARTUP_WAIT_S = 30.0
+
+
+@dataclass(slots=True)
+class Parts:
+    """The long-lived objects of one process; the composition root's own record of what it built."""
+
+    settings: Settings
+    store: RedisStore
+    signer: DecisionSigner
+    registry: SnapshotRegistry
+    recorder: DecisionRecorder
+    health: ArmHealth
+    mirror: ShadowMirror
+    proxy: ProxyApp
+    stats_cache: StatsCache
+
+
+#: What a handler may name as a parameter, and the part each name is: one provider per dependency.
+_PROVIDED: dict[str, Callable[[Parts], Any]] = {
+    "settings": lambda parts: parts.settings,
+    "store": lambda parts: parts.store,
+    "experiments": lambda parts: parts.store.experiments,
+    "counters": lambda parts: parts.store.counters,
+    "series_store": lambda parts: parts.store.series,
+    "signer": lambda parts: parts.signer,
+    "routing": lambda parts: parts.registry,
+    "health": lambda parts: parts.health,
+    "stats_cache": lambda parts: parts.stats_cache,
+}
+
+
+def _configured_keys(settings: Settings) -> list[SigningKey]:
+    """BANDIT_SECRET signs; BANDIT_PREVIOUS_SECRET verifies until BANDIT_PREVIOUS_SECRET_UNTIL."""
+    assert settings.secret
+    ring = [SigningKey(settings.secret.encode())]
+    if settings.previous_secret and settings.previous_secret_until is not None:
+        until = settings.previous_secret_until
+        ring.append(SigningKey(settings.previous_secret.encode(), not_after=until.timestamp()))
+        ended = "ended" if until.timestamp() <= time.time() else "ends"
+        log.info("decision ids signed with BANDIT_PREVIOUS_SECRET verify until its grace %s at %s", ended, until)
+    return ring
+
+
+async def _shared_keys(settings: Settings, keyring: KeyringStore) -> list[SigningKey]:
+    """The keyring shared through Redis, waiting for Redis to answer at start-up."""
+    deadline = asyncio.get_running_loop().time() + REDIS_STARTUP_WAIT_S
+    while True:
+        try:
+            ring = await keyring.load()
+        except StoreUnavailable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"Redis at {_redacted(settings.redis_url)} did not answer within {REDIS_STARTUP_WAIT_S:.0f} s "
+                    "and BANDIT_SECRET is not set"
+                ) from None
+            await asyncio.sleep(0.5)
+        else:
+            log.info("BANDIT_SECRET not set: signing decision ids with the keyring shared through Redis")
+            return ring
+
+
+def _probe_targets(registry: SnapshotRegistry) -> list[tuple[str, str]]:
+    """(base url, health path) of every arm that asks to be probed, across this process's experiments."""
+    return [
+        (arm.url, arm.health_path)
+        for experiment in registry.experiments()
+        for arm in experiment.arms
+        if arm.health_path is not None
+    ]
+
+
+@contextlib.asynccontextmanager
+async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
+    """Connect to Redis, build every part, run the background loops, and tear everything down on exit."""
+    store = RedisStore.from_url(settings.redis_url, SeriesLayout(settings.series_bucket_s, settings.series_buckets))
+    timeouts = Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s)
+    client = make_upstream_client(settings.upstream_client, timeouts)
+    try:
+        shared_keys = not settings.secret
+        keys = await _shared_keys(settings, store.keyring) if shared_keys else _configured_keys(settings)
+        signer = DecisionSigner(keys)
+        registry = SnapshotRegistry(store.experiments, np.random.default_rng(), settings.refresh_interval_s, timeouts)
+        recorder = DecisionRecorder(store.counters, settings.flush_interval_s)
+        health = ArmHealth()
+        mirror = ShadowMirror(client, recorder, health, queue_size=settings.shadow_queue_size)
+        proxy = ProxyApp(
+            registry,
+            recorder,
+            client,
+            signer,
+            health,
+            settings.max_body_bytes,
+            mirror=mirror,
+            sticky=StickyAssignments(ttl_s=settings.sticky_ttl_s),
+        )
+        # Stats are recomputed at most once per events interval, shared by every watcher.
+        stats_cache = StatsCache(store.experiments, store.counters, health, max_age_s=settings.events_interval_s * 0.9)
+        sampler = SeriesSampler(store.series, stats_cache, registry, interval_s=SAMPLE_INTERVAL_S)
+        with contextlib.suppress(StoreUnavailable):
+            await registry.refresh_all()
+        prober = HealthProber(health, interval_s=settings.probe_interval_s)
+        background = [
+            asyncio.create_task(recorder.run()),
+            asyncio.create_task(mirror.run()),
+            asyncio.create_task(prober.run(lambda: _probe_targets(registry))),
+            asyncio.create_task(sampler.run()),
+        ]
+        if shared_keys:
+            background.append(asyncio.create_task(store.keyring.follow(signer)))
+        async with running(registry):
+            try:
+                yield Parts(settings, store, signer, registry, recorder, health, mirror, proxy, stats_cache)
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                try:
+                    await recorder.flush()
+                except StoreUnavailable:
+                    log.error("Redis unavailable at shutdown: unflushed decision counts are lost")
+    finally:
+        await client.close()
+        await store.close()
+
+
+def _provider(name: str) -> Provide:
+    def provide(state: State) -> Any:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the service; Redis and the upstream client are opened by its lifespan."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_parts(settings) as parts:
+            for name, part_of in _PROVIDED.items():
+                app.state[name] = part_of(parts)
+            app.state.proxy = parts.proxy
+            log.info("mab %s ready, state in Redis at %s", __version__, _redacted(settings.redis_url))
+            yield
+
+    @asgi("/invoke", is_mount=True, copy_scope=False)
+    async def invoke(scope: Any, receive: Any, send: Any) -> None:
+        """ANY /invoke/{experiment}/{path}: routed by the experiment's policy."""
+        await scope["app"].state.proxy(scope, receive, send)
+
+    admin = admin_guard(settings.admin_token)
+    return Litestar(
+        route_handlers=[invoke, *api_routes(settings, admin), *dashboard_routes(settings, admin)],
+        dependencies={name: _provider(name) for name in _PROVIDED},
+        lifespan=[lifespan],
+        exception_handlers={
+            ValidationException: validation_error,
+            HTTPException: http_error,
+            MabError: service_error,
+            Exception: unexpected_error,
+        },
+        openapi_config=OpenAPIConfig(title="mab", version=__version__, path="/schema"),
+        # Management and feedback bodies; the proxy reads its own (BANDIT_MAX_BODY_BYTES).
+        request_max_body_size=settings.max_api_body_bytes,
+        plugins=[StrictStructSchemaPlugin()],
+        logging_config=None,
+    )
+
+
+class FrontDoor:
+    """The ASGI app `mab serve` runs: /invoke/ goes straight to the proxy, the rest to Litestar.
+
+    The proxy is raw ASGI already; skipping Litestar's router and mount for it saves tens of
+    microseconds per forwarded request (BENCHMARKS.md). Until the lifespan has built the
+    proxy, and for everything else, Litestar answers.
+    """
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/invoke/"):
+            proxy = self.app.state.get("proxy")
+            if proxy is not None:
+                await proxy(scope, receive, send)
+                return
+        await self.app(scope, receive, send)  # type: ignore[arg-type]  # a plain ASGI scope dict
+
+
+def create_asgi(settings: Settings | None = None) -> FrontDoor:
+    """The service as `mab serve` runs it (see FrontDoor)."""
+    return FrontDoor(create_app(settings))
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at and credentials else url

@@ -1,0 +1,24 @@
+"""The Redis store: every key and field (`keys`), the Lua scripts beside it (`lua/`, `scripts`), and
+the stores of experiments, counters, the dashboard's history and the decision-id keyring. The
+only code that holds the Redis client, and the one place Redis errors become StoreUnavailable."""
+
+from __future__ import annotations
+
+from bandit.store.counters import CounterStore, FeedbackRecord, parse_counters
+from bandit.store.experiments import ExperimentStore, RoutingRecord
+from bandit.store.keyring import KeyringStore
+from bandit.store.redis_store import RedisStore
+from bandit.store.series import Series, SeriesLayout, SeriesStore
+
+__all__ = [
+    "CounterStore",
+    "ExperimentStore",
+    "FeedbackRecord",
+    "KeyringStore",
+    "RedisStore",
+    "RoutingRecord",
+    "Series",
+    "SeriesLayout",
+    "SeriesStore",
+    "parse_counters",
+]

@@ -1,0 +1,164 @@
+"""Every Redis key, channel and hash field the service uses, in one place (the Lua scripts' too).
+
+All keys of one experiment share the hash tag ``{name}``, so each experiment lives in one
+Redis Cluster slot and its Lua scripts touch one slot only. The scripts in ``lua/`` spell
+their field names out (Lua cannot import this module); ``tests/store/test_keys.py`` checks
+that every name they use is declared here, and docs/design.md tabulates them with their bounds.
+"""
+
+from __future__ import annotations
+
+PREFIX = "mab"
+
+# -- keys outside any experiment's slot ---------------------------------------------------
+#: Set of experiment names.
+EXPERIMENTS = f"{PREFIX}:experiments"
+#: Decision-id HMAC secret shared by every replica when BANDIT_SECRET is not set (until a rotation).
+SECRET = f"{PREFIX}:secret"
+#: The rotated decision-id keyring shared by every replica (JSON; see bandit/store/keyring.py).
+KEYRING = f"{PREFIX}:signing-keys"
+#: Pub/sub channel announcing the name of an experiment whose config changed.
+CHANGES_CHANNEL = f"{PREFIX}:changes"
+
+
+# -- keys of one experiment -----------------------------------------------------------------
+def config(experiment: str) -> str:
+    """JSON of the experiment (string)."""
+    return f"{PREFIX}:{{{experiment}}}:config"
+
+
+def counters(experiment: str) -> str:
+    """Per-arm counters and the policy's state (hash): see the fields below."""
+    return f"{PREFIX}:{{{experiment}}}:stats"
+
+
+def latency_histogram(experiment: str) -> str:
+    """Per-arm latency histogram (hash of :func:`latency_field` -> count)."""
+    return f"{PREFIX}:{{{experiment}}}:latency"
+
+
+def series(experiment: str, incarnation: str, bucket: int) -> str:
+    """One time bucket of the dashboard's history (hash; expires, so the history is bounded).
+
+    Scoped by incarnation: a reset experiment starts a new history, and the writes of a
+    replica still on the old incarnation cannot land in it.
+    """
+    return f"{PREFIX}:{{{experiment}}}:series:{incarnation}:{bucket}"
+
+
+def config_history(experiment: str) -> str:
+    """Earlier configs of the experiment, newest first (list, capped): what rollback restores."""
+    return f"{PREFIX}:{{{experiment}}}:history"
+
+
+def feedback_seen(experiment: str, decision_nonce: str) -> str:
+    """Marker that a decision's reward was counted; expires after the feedback window."""
+    return f"{PREFIX}:{{{experiment}}}:seen:{decision_nonce}"
+
+
+# -- fields of the counters hash (and of the series buckets, which reuse some) --------------
+#: The current life of the experiment: a reset gives it a new one.
+INCARNATION_FIELD = "incarnation"
+#: Rewards counted so far across all arms: the step the discounted statistics are stored at.
+STEP_FIELD = "step"
+#: Gradient bandit: the mean reward it has seen (its baseline), and how many rewards that is.
+GRADIENT_BASELINE_FIELD = "baseline"
+GRADIENT_BASELINE_COUNT_FIELD = "bc"
+
+#: Per-arm fields are "<prefix><arm>"; what each prefix holds, and who writes it.
+ARM_FIELD_PREFIXES: dict[str, str] = {
+    "d:": "decisions served (the recorder's flush)",
+    "e:": "requests that failed (the recorder's flush)",
+    "md:": "copies for a shadow arm dropped because the mirror queue was full (the recorder's flush)",
+    "n:": "rewards counted, all time (feedback script)",
+    "s:": "sum of rewards, all time (feedback script)",
+    "q:": "sum of squared rewards, all time (feedback script)",
+    "pn:": "discounted reward count the policy reads, as of the arm's step pt: (feedback script)",
+    "ps:": "discounted reward sum the policy reads (feedback script)",
+    "pq:": "discounted sum of squares the policy reads (feedback script)",
+    "pt:": "the step pn:/ps:/pq: were last brought to (feedback script)",
+    "h:": "gradient-bandit preference (feedback script)",
+    "v:": "gradient-bandit momentum (velocity) (feedback script)",
+    "phc:": "Page-Hinkley: rewards seen since the last alarm (feedback script)",
+    "phm:": "Page-Hinkley: their running mean (feedback script)",
+    "phr:": "Page-Hinkley: cumulative rise statistic (feedback script)",
+    "phf:": "Page-Hinkley: cumulative fall statistic (feedback script)",
+    "cd:": "changes detected in the arm's rewards (feedback script)",
+    "ct:": "unix time of the last detected change (feedback script)",
+}
+
+
+def decisions_field(arm: str) -> str:
+    return f"d:{arm}"
+
+
+def errors_field(arm: str) -> str:
+    return f"e:{arm}"
+
+
+def mirror_dropped_field(arm: str) -> str:
+    return f"md:{arm}"
+
+
+def rewards_field(arm: str) -> str:
+    return f"n:{arm}"
+
+
+def reward_sum_field(arm: str) -> str:
+    return f"s:{arm}"
+
+
+def reward_sq_field(arm: str) -> str:
+    return f"q:{arm}"
+
+
+def policy_pulls_field(arm: str) -> str:
+    return f"pn:{arm}"
+
+
+def policy_sum_field(arm: str) -> str:
+    return f"ps:{arm}"
+
+
+def policy_sq_field(arm: str) -> str:
+    return f"pq:{arm}"
+
+
+def policy_step_field(arm: str) -> str:
+    return f"pt:{arm}"
+
+
+def preference_field(arm: str) -> str:
+    return f"h:{arm}"
+
+
+def changes_field(arm: str) -> str:
+    return f"cd:{arm}"
+
+
+def last_change_field(arm: str) -> str:
+    return f"ct:{arm}"
+
+
+def latency_field(arm: str, bucket: int) -> str:
+    """A field of the latency histogram: "<arm>:<bucket index>" (see bandit/core/latency_buckets.py)."""
+    return f"{arm}:{bucket}"
+
+
+# -- fields only the series buckets have ------------------------------------------------------
+#: Latency histogram entries of the bucket: this prefix + latency_field(arm, bucket).
+SERIES_LATENCY_PREFIX = "l:"
+#: Set by the one replica that claimed the bucket for sampling the posterior.
+SAMPLED_FIELD = "sampled"
+SERIES_ARM_FIELD_PREFIXES: dict[str, str] = {
+    "p:": "P(best) sampled once per bucket",
+    "m:": "mean sampled once per bucket",
+}
+
+
+def p_best_field(arm: str) -> str:
+    return f"p:{arm}"
+
+
+def mean_field(arm: str) -> str:
+    return f"m:{arm}"

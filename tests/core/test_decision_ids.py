@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bandit.core.decision_ids import DecisionSigner
+from bandit.core.errors import ForgedDecision
+from bandit.core.keyring import SigningKey
+
+SIGNER = DecisionSigner([b"secret-one"])
+
+
+def test_a_signed_id_says_what_was_decided() -> None:
+    decision = SIGNER.verify(SIGNER.sign("exp-1", "v_2", "abcd1234", issued_ms=1_700_000_000_123))
+    assert (decision.experiment, decision.arm, decision.incarnation) == ("exp-1", "v_2", "abcd1234")
+    assert decision.issued_ms == 1_700_000_000_123
+    assert len(decision.nonce) == 16
+
+
+def test_ids_are_unique() -> None:
+    assert len({SIGNER.sign("e", "a", "i") for _ in range(1000)}) == 1000
+
+
+def test_the_request_latency_travels_signed_in_the_id() -> None:
+    decision = SIGNER.verify(SIGNER.sign("exp", "v1", "abcd1234", latency_us=1_234_567))
+    assert decision.latency_us == 1_234_567
+
+
+def test_ids_from_before_latencies_still_verify() -> None:
+    # The five-part layout of earlier releases, signed with the same key.
+    payload = "exp.v1.abcd1234.lz2bq1xs.0123456789abcdef"
+    legacy = f"{payload}.{SIGNER._signature(SIGNER._signing, payload)}"
+    decision = SIGNER.verify(legacy)
+    assert (decision.arm, decision.latency_us) == ("v1", None)
+
+
+@pytest.mark.parametrize("part", range(7))
+def test_altering_any_part_is_detected(part: int) -> None:
+    pieces = SIGNER.sign("exp", "v1", "abcd1234").split(".")
+    pieces[part] = pieces[part][:-1] + ("x" if pieces[part][-1] != "x" else "y")
+    with pytest.raises(ForgedDecision):
+        SIGNER.verify(".".join(pieces))
+
+
+@pytest.mark.parametrize("forged", ["", "nonsense", "a.b.c.d.e", "a.b.c.d.e.f.g.h", "é.b.c.d.e.f"])
+def test_garbage_is_refused(forged: str) -> None:
+    with pytest.raises(ForgedDecision):
+        SIGNER.verify(forged)
+
+
+def test_another_secret_does_not_verify_but_a_previous_one_does() -> None:
+    old = DecisionSigner([b"old"]).sign("e", "a", "i")
+    with pytest.raises(ForgedDecision):
+        SIGNER.verify(old)
+    assert DecisionSigner([b"new", b"old"]).verify(old).arm == "a"
+
+
+class Clock:
+    """A settable clock, so the rotation's moments are exact, not slept for."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+NOW = 1_700_000_000.0
+
+
+def test_the_new_key_signs_and_the_previous_one_verifies_until_its_grace_ends() -> None:
+    clock = Clock(NOW)
+    old_id = DecisionSigner([b"old"], clock=clock).sign("e", "a", "i")
+    signer = DecisionSigner([SigningKey(b"new"), SigningKey(b"old", not_after=NOW + 60)], clock=clock)
+    new_id = signer.sign("e", "a", "i")
+    assert DecisionSigner([b"new"]).verify(new_id).arm == "a"  # signed with the new key alone
+    assert signer.verify(old_id).arm == "a"
+    clock.now = NOW + 59.999
+    assert signer.verify(old_id).arm == "a"
+    clock.now = NOW + 60
+    with pytest.raises(ForgedDecision, match=r"retired key: .* ended at 2023-11-14T22:14:20\+00:00"):
+        signer.verify(old_id)
+    assert signer.verify(new_id).arm == "a"
+
+
+def test_a_forged_id_is_told_apart_from_a_retired_one() -> None:
+    signer = DecisionSigner([SigningKey(b"new"), SigningKey(b"old", not_after=NOW - 1)], clock=Clock(NOW))
+    with pytest.raises(ForgedDecision, match="forged or altered"):
+        signer.verify(DecisionSigner([b"never-configured"]).sign("e", "a", "i"))
+
+
+def test_a_pending_key_verifies_at_once_and_signs_from_its_start() -> None:
+    # Rotation through Redis: every replica loads the new key before any signs with it.
+    clock = Clock(NOW)
+    signer = DecisionSigner([SigningKey(b"new", not_before=NOW + 10), SigningKey(b"old", not_after=NOW + 70)], clock)
+    early = signer.sign("e", "a", "i")
+    assert DecisionSigner([b"old"]).verify(early).arm == "a"
+    assert signer.verify(DecisionSigner([b"new"]).sign("e", "a", "i")).arm == "a"  # a replica that switched first
+    clock.now = NOW + 10
+    late = signer.sign("e", "a", "i")
+    assert DecisionSigner([b"new"]).verify(late).arm == "a"
+    with pytest.raises(ForgedDecision):
+        DecisionSigner([b"old"]).verify(late)
+
+
+def test_rekey_switches_a_running_signer() -> None:
+    signer = DecisionSigner([b"old"])
+    signer.rekey([SigningKey(b"new"), SigningKey(b"old", not_after=time.time() + 60)])
+    assert DecisionSigner([b"new"]).verify(signer.sign("e", "a", "i")).arm == "a"
+    assert signer.keys == (SigningKey(b"new"), SigningKey(b"old", not_after=signer.keys[1].not_after))
+
+
+@pytest.mark.parametrize(
+    ("keys", "match"),
+    [
+        ([], "at least one non-empty secret"),
+        ([b""], "at least one non-empty secret"),
+        ([SigningKey(b"gone", not_after=NOW - 1)], "no key of the keyring is in force"),
+        ([SigningKey(b"later", not_before=NOW + 1)], "no key of the keyring is in force"),
+    ],
+)
+def test_unusable_keyrings_are_refused(keys: list[SigningKey | bytes], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DecisionSigner(keys, clock=Clock(NOW))
