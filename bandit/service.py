@@ -81,7 +81,7 @@ _PROVIDED: dict[str, Callable[[Parts], Any]] = {
 }
 
 
-def _configured_keys(settings: Settings) -> list[SigningKey]:
+def _configured_keyring(settings: Settings) -> list[SigningKey]:
     """BANDIT_SECRET signs; BANDIT_PREVIOUS_SECRET verifies until BANDIT_PREVIOUS_SECRET_UNTIL."""
     assert settings.secret
     ring = [SigningKey(settings.secret.encode())]
@@ -93,7 +93,7 @@ def _configured_keys(settings: Settings) -> list[SigningKey]:
     return ring
 
 
-async def _shared_keys(settings: Settings, keyring: KeyringStore) -> list[SigningKey]:
+async def _shared_keyring(settings: Settings, keyring: KeyringStore) -> list[SigningKey]:
     """The keyring shared through Redis, waiting for Redis to answer at start-up."""
     deadline = asyncio.get_running_loop().time() + REDIS_STARTUP_WAIT_S
     while True:
@@ -128,9 +128,9 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     timeouts = Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s)
     client = make_upstream_client(settings.upstream_client, timeouts)
     try:
-        shared_keys = not settings.secret
-        keys = await _shared_keys(settings, store.keyring) if shared_keys else _configured_keys(settings)
-        signer = DecisionSigner(keys)
+        use_shared_keyring = not settings.secret
+        ring = await _shared_keyring(settings, store.keyring) if use_shared_keyring else _configured_keyring(settings)
+        signer = DecisionSigner(ring)
         registry = SnapshotRegistry(store.experiments, np.random.default_rng(), settings.refresh_interval_s, timeouts)
         recorder = DecisionRecorder(store.counters, settings.flush_interval_s)
         health = ArmHealth()
@@ -157,7 +157,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             asyncio.create_task(prober.run(lambda: _probe_targets(registry))),
             asyncio.create_task(sampler.run()),
         ]
-        if shared_keys:
+        if use_shared_keyring:
             background.append(asyncio.create_task(store.keyring.follow(signer)))
         async with running(registry):
             try:

@@ -30,7 +30,7 @@ def experiment(kind: str, arms: int) -> Experiment:
 
 
 def stats_hash(arms: int, rng: np.random.Generator) -> dict[bytes, bytes]:
-    """A stats hash as Redis holds it after 1,000 rewards per arm at rates around 5 %."""
+    """A counters hash as Redis holds it after 1,000 rewards per arm at rates around 5 %."""
     raw = {b"step": str(1000 * arms).encode()}
     for i in range(arms):
         successes = rng.binomial(1000, 0.05 + 0.0002 * i)

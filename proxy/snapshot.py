@@ -74,7 +74,7 @@ class Snapshot:
     header_value: bytes = field(init=False)
     serving: list[int] = field(init=False)
     policy: Policy | None = field(init=False)
-    # The raw config and stats hash it was built from, to skip rebuilding when neither changed.
+    # The raw config and counters hash it was built from, to skip rebuilding when neither changed.
     source: tuple[bytes, dict[bytes, bytes]] | None = field(init=False, default=None)
     _serving_statistics: ArmStatistics = field(init=False)
     _batch: int = field(init=False)

@@ -15,9 +15,13 @@ from redis.asyncio import Redis
 from bandit.cli.local_redis import answers, start_redis
 from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess
 
-# Tests own one logical database of a shared Redis and flush it; never the default db 0.
-# MAB_TEST_DB lets two runs share one Redis without flushing each other's state.
+# A run owns three logical databases of a shared Redis and flushes them, never the default db 0:
+# MAB_TEST_DB (the service the tests share), +1 (the store tests, flushed per test) and +2 (the
+# state of the last release, tests/test_release_state.py). Two runs whose MAB_TEST_DB differ by 3
+# or more share one Redis without flushing each other's state.
 TEST_DB = int(os.environ.get("MAB_TEST_DB", "9"))
+if not 1 <= TEST_DB <= 13:
+    raise pytest.UsageError(f"MAB_TEST_DB={TEST_DB}: the tests use databases MAB_TEST_DB to +2, so 1 to 13")
 REWARD_RATES = {"v1": 0.04, "v2": 0.05, "v3": 0.07}
 
 
@@ -54,6 +58,8 @@ def clean_test_db(redis_url: str) -> str:
 #: The store tests' own database, flushed before each of them: the service the other tests share
 #: runs on TEST_DB, and flushing that under it would wipe the keyring it signs decisions with.
 STORE_TEST_DB = TEST_DB + 1
+#: Where tests/test_release_state.py loads the last release's state.
+RELEASE_STATE_DB = TEST_DB + 2
 
 
 @pytest.fixture

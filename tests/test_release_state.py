@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -33,13 +32,12 @@ from redis.asyncio import Redis
 
 from bandit.core.decision_ids import DecisionSigner
 from bandit.store.redis_store import RedisStore
+from tests.conftest import RELEASE_STATE_DB
 from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "release_0_1_state.json"
 STATE: dict[str, Any] = json.loads(FIXTURE.read_text())
 EXPERIMENTS = sorted(STATE["experiments"])
-#: The database this module loads the state into and flushes: not the shared test database.
-STATE_DB = int(os.environ.get("MAB_TEST_DB", "9")) + 4
 #: An id this close to the end of its feedback window may pass it during the test: not checked.
 WINDOW_MARGIN_S = 600
 #: History buckets are restored with at least this much time left, however old the fixture.
@@ -133,7 +131,7 @@ def load_state(client: sync_redis.Redis, urls: dict[str, str]) -> tuple[dict[str
 
 @pytest.fixture(scope="module")
 def state_url(redis_url: str) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{STATE_DB}"
+    return redis_url.rsplit("/", 1)[0] + f"/{RELEASE_STATE_DB}"
 
 
 @pytest.fixture(scope="module")

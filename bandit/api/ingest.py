@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bandit.core.decision_ids import Decision, DecisionSigner
-from bandit.core.errors import ArmNotFound, ExpiredDecision, InvalidInput, MabError
+from bandit.core.errors import ArmNotFound, ExpiredDecision, InvalidInput, MabError, StoreUnavailable
 from bandit.core.models import Experiment
 from bandit.core.payloads import FeedbackItem, FeedbackResult, RejectedItem
 from bandit.core.policy_adapter import observation_rules, reward_scale
+from bandit.store import keys
 from bandit.store.counters import CounterStore, FeedbackRecord
 
 #: Seen-markers outlive the window a little, so a duplicate is never counted on a clock edge.
@@ -47,6 +48,8 @@ async def ingest(
     for index, item in enumerate(items):
         try:
             verified.append(await _verify(index, item, signer, find_experiment, now_ms))
+        except StoreUnavailable:
+            raise  # not this item's fault: the whole request answers 503 with Retry-After, to be retried
         except MabError as error:
             rejected.append(RejectedItem(index=index, status=error.status_code, reason=error.detail))
 
@@ -58,7 +61,7 @@ async def ingest(
         records = [
             FeedbackRecord(
                 arm=entry.decision.arm,
-                nonce=f"{entry.decision.issued_ms:x}-{entry.decision.nonce}",
+                marker=keys.decision_marker(entry.decision.issued_ms, entry.decision.nonce),
                 reward=entry.reward,
                 expires_at=entry.decision.issued_ms // 1000 + entry.experiment.reward.window_s + MARKER_GRACE_S,
                 scaled_reward=(entry.reward - offset) / width,

@@ -15,7 +15,7 @@ from bandit.store.counters import CounterStore
 async def compute_stats(counters: CounterStore, health: HealthView, experiment: Experiment) -> ExperimentStats:
     """The experiment's stats from its counters in Redis now (raises StoreUnavailable)."""
     name = experiment.name
-    arm_counters = await counters.counters(name, [arm.name for arm in experiment.arms], policy_discount(experiment))
+    arm_counters = await counters.read(name, [arm.name for arm in experiment.arms], policy_discount(experiment))
     latencies = await counters.latency_histograms(name)
     # Posterior summaries cost milliseconds to hundreds of them at many arms: off the event loop,
     # so invokes keep flowing while someone watches the stats.

@@ -6,7 +6,6 @@ from typing import Any
 
 from litestar import MediaType, Response, get
 
-from bandit.core.errors import StoreUnavailable
 from bandit.core.ports import Routing
 from bandit.store.redis_store import RedisStore
 
@@ -22,6 +21,6 @@ async def readyz(store: RedisStore, routing: Routing) -> Response[dict[str, Any]
     """Ready when Redis answers; routing would still work from snapshots without it."""
     try:
         await store.ping()
-    except StoreUnavailable as error:
-        return Response({"status": "unavailable", "redis": error.detail}, status_code=503)
+    except Exception as error:  # unreachable (StoreUnavailable), or refusing us (e.g. an ACL): not ready
+        return Response({"status": "unavailable", "redis": str(error)}, status_code=503)
     return Response({"status": "ready", "experiments": len(routing.experiments())})

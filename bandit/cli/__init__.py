@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bandit.cli.main import main
+from bandit.cli.commands import main
 
 __all__ = ["main"]

@@ -18,7 +18,7 @@ MabError (Exception)
 
 Redis errors are translated into StoreUnavailable at one boundary: :mod:`bandit.store.connection`.
 The errors know no web framework: the API turns them into JSON answers
-(:mod:`bandit.api.errors`), and the proxy, which imports no framework, can raise them too.
+(:mod:`bandit.api.errors`), and the proxy, which imports none, handles StoreUnavailable too.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ class MabError(Exception):
         if status_code is not None:
             self.status_code = status_code
         self.headers = headers or {}
+
+    def __str__(self) -> str:
+        # As Litestar's HTTPException, which these errors were before: the status, then the detail.
+        return f"{self.status_code}: {self.detail}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status_code}, {self.detail!r})"

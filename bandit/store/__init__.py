@@ -1,6 +1,6 @@
-"""The Redis store: every key and field (`keys`), the Lua scripts beside it (`lua/`, `scripts`), and
-the stores of experiments, counters, the dashboard's history and the decision-id keyring. The
-only code that holds the Redis client, and the one place Redis errors become StoreUnavailable."""
+"""The Redis store: every key and field (`keys`), the Lua scripts beside it (`lua`), and the stores
+of experiments, counters, the dashboard's history and the decision-id keyring. No code outside
+this package touches the Redis client, and Redis errors become StoreUnavailable here."""
 
 from __future__ import annotations
 

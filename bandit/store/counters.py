@@ -26,7 +26,8 @@ class FeedbackRecord:
     """One verified reward ready to be counted."""
 
     arm: str
-    nonce: str
+    # Names the decision in its seen-marker key (keys.decision_marker).
+    marker: str
     reward: float
     # Unix seconds after which the decision can no longer be rewarded.
     expires_at: int
@@ -95,15 +96,16 @@ def rules_script_args(rules: ObservationRules, now_s: int) -> list[str | int]:
 class CounterStore:
     """Reads and writes the counters of experiments in Redis."""
 
-    def __init__(self, redis: Redis, scripts: LuaScripts, series: SeriesLayout | None = None) -> None:
+    def __init__(self, redis: Redis, scripts: LuaScripts, layout: SeriesLayout | None = None) -> None:
         self._redis = redis
         self._scripts = scripts
         # The dashboard's time buckets that decisions and rewards are also added to (None: not kept).
-        self._series = series
+        self._layout = layout
 
-    async def counters(self, name: str, arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
+    async def read(self, name: str, arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
+        """The counters of `arms`, discounted statistics brought up to date."""
         with translate_redis_errors():
-            raw = await self._redis.hgetall(keys.counters(name))
+            raw = await self._redis.hgetall(keys.counters_hash(name))
         return parse_counters(as_bytes_hash(raw), arms, discount)
 
     async def latency_histograms(self, name: str) -> dict[str, dict[int, int]]:
@@ -132,8 +134,8 @@ class CounterStore:
             args += [record.arm, repr(reward), repr(reward * reward), repr(record.scaled_reward), record.expires_at]
         with translate_redis_errors():
             codes = await self._scripts.record_feedback(
-                keys=[keys.counters(name)]
-                + [keys.feedback_seen(name, record.nonce) for record in records]
+                keys=[keys.counters_hash(name)]
+                + [keys.feedback_seen(name, record.marker) for record in records]
                 + series_keys,
                 args=args,
             )
@@ -151,13 +153,13 @@ class CounterStore:
             args += [field, increment]
         with translate_redis_errors():
             recorded = await self._scripts.record_decisions(
-                keys=[keys.counters(name), keys.latency_histogram(name), *series_keys], args=args
+                keys=[keys.counters_hash(name), keys.latency_histogram(name), *series_keys], args=args
             )
         return bool(recorded)
 
     def _series_key(self, name: str, incarnation: str, now: float) -> tuple[list[str], str | int]:
         """The current series bucket as an optional script key, and the time it expires at."""
-        if self._series is None:
+        if self._layout is None:
             return [], ""
-        bucket = self._series.bucket_of(now)
-        return [keys.series(name, incarnation, bucket)], self._series.expire_at(bucket)
+        bucket = self._layout.bucket_of(now)
+        return [keys.series(name, incarnation, bucket)], self._layout.expire_at(bucket)

@@ -68,9 +68,14 @@ def _settings_of(experiment: Experiment) -> Any:
     return settings
 
 
+def _state_keys(name: str) -> list[str]:
+    """An experiment's config, counters and latency histogram: KEYS of create_experiment.lua."""
+    return [keys.config(name), keys.counters_hash(name), keys.latency_histogram(name)]
+
+
 def _update_keys(name: str) -> list[str]:
-    """KEYS of update_experiment.lua."""
-    return [keys.config(name), keys.counters(name), keys.latency_histogram(name), keys.config_history(name)]
+    """KEYS of update_experiment.lua: the state keys and the config history."""
+    return [*_state_keys(name), keys.config_history(name)]
 
 
 def new_incarnation() -> str:
@@ -97,7 +102,7 @@ class ExperimentStore:
             # in between, the name stays reserved, and the client's retry of the create reuses it.
             await self._reserve(spec.name, max_experiments)
             created = await self._scripts.create_experiment(
-                keys=[keys.config(spec.name), keys.counters(spec.name), keys.latency_histogram(spec.name)],
+                keys=_state_keys(spec.name),
                 args=[_encode(experiment), experiment.incarnation],
             )
             if not created:
@@ -157,12 +162,7 @@ class ExperimentStore:
             history = "push" if _settings_of(changed) != _settings_of(current) else "keep"
             with translate_redis_errors():
                 outcome = await self._scripts.update_experiment(
-                    keys=[
-                        keys.config(name),
-                        keys.counters(name),
-                        keys.latency_histogram(name),
-                        keys.config_history(name),
-                    ],
+                    keys=_update_keys(name),
                     args=[
                         str(current.version),
                         _encode(updated),
@@ -195,12 +195,7 @@ class ExperimentStore:
             )
             with translate_redis_errors():
                 outcome = await self._scripts.update_experiment(
-                    keys=[
-                        keys.config(name),
-                        keys.counters(name),
-                        keys.latency_histogram(name),
-                        keys.config_history(name),
-                    ],
+                    keys=_update_keys(name),
                     args=[str(current.version), _encode(restored), "", "pop", CONFIG_HISTORY_KEPT],
                 )
                 if outcome == -1:
@@ -213,7 +208,7 @@ class ExperimentStore:
     async def delete(self, name: str) -> None:
         with translate_redis_errors():
             await self._redis.delete(keys.config_history(name))
-            deleted = await self._redis.delete(keys.config(name), keys.counters(name), keys.latency_histogram(name))
+            deleted = await self._redis.delete(*_state_keys(name))
             await self._redis.srem(keys.EXPERIMENTS, name)
             await self._redis.publish(keys.CHANGES_CHANNEL, name)
         if not deleted:
@@ -235,7 +230,7 @@ class ExperimentStore:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.get(keys.config(name))
-                    pipe.hgetall(keys.counters(name))
+                    pipe.hgetall(keys.counters_hash(name))
                 replies = await pipe.execute()
         return [
             RoutingRecord(name, replies[2 * index], as_bytes_hash(replies[2 * index + 1]))

@@ -27,7 +27,7 @@ def config(experiment: str) -> str:
     return f"{PREFIX}:{{{experiment}}}:config"
 
 
-def counters(experiment: str) -> str:
+def counters_hash(experiment: str) -> str:
     """Per-arm counters and the policy's state (hash): see the fields below."""
     return f"{PREFIX}:{{{experiment}}}:stats"
 
@@ -51,9 +51,14 @@ def config_history(experiment: str) -> str:
     return f"{PREFIX}:{{{experiment}}}:history"
 
 
-def feedback_seen(experiment: str, decision_nonce: str) -> str:
+def feedback_seen(experiment: str, decision_marker: str) -> str:
     """Marker that a decision's reward was counted; expires after the feedback window."""
-    return f"{PREFIX}:{{{experiment}}}:seen:{decision_nonce}"
+    return f"{PREFIX}:{{{experiment}}}:seen:{decision_marker}"
+
+
+def decision_marker(issued_ms: int, nonce: str) -> str:
+    """What names one decision in its seen-marker key: its issue time (ms, hex) and its nonce."""
+    return f"{issued_ms:x}-{nonce}"
 
 
 # -- fields of the counters hash (and of the series buckets, which reuse some) --------------

@@ -179,7 +179,7 @@ def test_an_unbounded_experiment_is_never_poisoned(
 
     client = sync_redis.Redis.from_url(redis_url)
     try:
-        stored = client.hgetall(keys.counters(name))
+        stored = client.hgetall(keys.counters_hash(name))
     finally:
         client.close()
     numbers = {k.decode(): float(v) for k, v in stored.items() if k != keys.INCARNATION_FIELD.encode()}

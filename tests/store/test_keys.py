@@ -65,7 +65,7 @@ def test_every_declared_per_arm_prefix_is_written_by_a_script_or_a_helper() -> N
 def test_every_key_of_an_experiment_carries_its_hash_tag() -> None:
     experiment_keys = [
         keys.config("x"),
-        keys.counters("x"),
+        keys.counters_hash("x"),
         keys.latency_histogram("x"),
         keys.series("x", "inc", 1),
         keys.config_history("x"),

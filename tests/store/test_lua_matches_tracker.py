@@ -90,7 +90,7 @@ async def test_lua_update_equals_the_in_process_tracker(redis: Redis, policy: di
             tracker.observe(int(arms[t]), float(rewards[t]))
         position = batch.stop
 
-        counters = await store.counters.counters("mirror", ARMS, policy_discount(experiment))
+        counters = await store.counters.read("mirror", ARMS, policy_discount(experiment))
         expected = tracker.statistics
         np.testing.assert_allclose(counters.policy_pulls, expected.pulls, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(counters.policy_sum, expected.reward_sum, rtol=1e-9, atol=1e-9)
@@ -101,7 +101,7 @@ async def test_lua_update_equals_the_in_process_tracker(redis: Redis, policy: di
         assert counters.changes.tolist() == detected.tolist()
 
     # Plain totals are exact whatever the policy does to its own statistics.
-    counters = await store.counters.counters("mirror", ARMS)
+    counters = await store.counters.read("mirror", ARMS)
     assert counters.rewards.tolist() == np.bincount(arms, minlength=len(ARMS)).tolist()
     assert counters.reward_sum == pytest.approx(np.bincount(arms, weights=rewards, minlength=len(ARMS)))
     if "change_detection" in policy:
@@ -113,15 +113,15 @@ async def test_statistics_counted_by_an_older_release_are_kept_on_upgrade(redis:
     store = RedisStore(redis)
     experiment = await store.experiments.create(spec({"kind": "thompson"}))
     await redis.hset(
-        keys.counters("mirror"), mapping={"n:a": 1000, "s:a": 300, "q:a": 300, "n:b": 1000, "s:b": 700, "q:b": 700}
+        keys.counters_hash("mirror"), mapping={"n:a": 1000, "s:a": 300, "q:a": 300, "n:b": 1000, "s:b": 700, "q:b": 700}
     )
-    before = await store.counters.counters("mirror", ARMS)
+    before = await store.counters.read("mirror", ARMS)
     assert before.policy_pulls.tolist() == [1000, 1000, 0] and before.policy_sum.tolist() == [300, 700, 0]
 
     record = FeedbackRecord("a", "first-after-upgrade", 1.0, int(time.time()) + 600, scaled_reward=1.0)
     rules = observation_rules(experiment)
     assert await store.counters.record_feedback("mirror", experiment.incarnation, [record], rules) == [1]
-    after = await store.counters.counters("mirror", ARMS)
+    after = await store.counters.read("mirror", ARMS)
     # Arm a carries its history over plus the new reward; b, not yet rewarded since, keeps its totals.
     assert after.policy_pulls.tolist() == [1001, 1000, 0]
     assert after.policy_sum.tolist() == [301, 700, 0]

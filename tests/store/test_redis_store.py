@@ -22,7 +22,7 @@ SPEC = msgspec.convert(
 
 
 def record(arm: str, nonce: str, reward: float = 1.0) -> FeedbackRecord:
-    return FeedbackRecord(arm=arm, nonce=nonce, reward=reward, expires_at=int(time.time()) + 600)
+    return FeedbackRecord(arm=arm, marker=nonce, reward=reward, expires_at=int(time.time()) + 600)
 
 
 async def test_create_get_list_delete(redis: Redis) -> None:
@@ -46,7 +46,7 @@ async def test_every_key_of_an_experiment_is_in_its_hash_slot(redis: Redis) -> N
     )
     experiment_keys = [k.decode() for k in await redis.keys("mab:{shop}:*")]
     assert sorted(experiment_keys) == sorted(
-        [keys.config("shop"), keys.counters("shop"), keys.latency_histogram("shop")]
+        [keys.config("shop"), keys.counters_hash("shop"), keys.latency_histogram("shop")]
     )
 
 
@@ -69,7 +69,7 @@ async def test_each_reward_counts_once(redis: Redis) -> None:
     batch = [record("a", "n1", 1.0), record("a", "n1", 1.0), record("b", "n2", 0.25)]
     assert await store.counters.record_feedback("shop", incarnation, batch) == [1, 0, 1]
     assert await store.counters.record_feedback("shop", incarnation, batch) == [0, 0, 0]
-    counters = await store.counters.counters("shop", ["a", "b"])
+    counters = await store.counters.read("shop", ["a", "b"])
     assert counters.rewards.tolist() == [1, 1]
     assert counters.reward_sum.tolist() == [1.0, 0.25]
     assert counters.reward_sq_sum.tolist() == [1.0, 0.0625]
@@ -81,7 +81,7 @@ async def test_concurrent_duplicates_count_once(redis: Redis) -> None:
     records = [record("a" if i % 2 else "b", f"n{i}") for i in range(200)]
     results = await asyncio.gather(*(store.counters.record_feedback("shop", incarnation, records) for _ in range(8)))
     assert sum(sum(codes) for codes in results) == 200
-    assert (await store.counters.counters("shop", ["a", "b"])).rewards.tolist() == [100, 100]
+    assert (await store.counters.read("shop", ["a", "b"])).rewards.tolist() == [100, 100]
 
 
 async def test_rewards_after_reset_or_delete_are_not_counted(redis: Redis) -> None:
@@ -94,7 +94,7 @@ async def test_rewards_after_reset_or_delete_are_not_counted(redis: Redis) -> No
     assert await store.counters.record_decisions("shop", new, {"d:a": 5}, {}) is True
     await store.experiments.delete("shop")
     assert await store.counters.record_feedback("shop", new, [record("a", "y")]) == [-2]
-    assert await redis.exists(keys.counters("shop")) == 0
+    assert await redis.exists(keys.counters_hash("shop")) == 0
 
 
 async def test_seen_markers_expire_with_the_feedback_window(redis: Redis) -> None:

@@ -31,7 +31,7 @@ async def _experiment(store: RedisStore, name: str = "series") -> str:
 
 def _reward(arm: str, nonce: str, reward: float) -> FeedbackRecord:
     return FeedbackRecord(
-        arm=arm, nonce=nonce, reward=reward, expires_at=int(time.time()) + 600 + MARKER_GRACE_S, scaled_reward=reward
+        arm=arm, marker=nonce, reward=reward, expires_at=int(time.time()) + 600 + MARKER_GRACE_S, scaled_reward=reward
     )
 
 

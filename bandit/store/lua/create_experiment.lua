@@ -1,5 +1,5 @@
 -- Create an experiment unless one of that name exists.
--- KEYS[1] = config key, KEYS[2] = stats hash, KEYS[3] = latency hash
+-- KEYS[1] = config key, KEYS[2] = counters hash (mab:{name}:stats), KEYS[3] = latency hash
 -- ARGV[1] = experiment JSON, ARGV[2] = incarnation
 -- Returns 1 when created, 0 when the name is taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then

@@ -1,6 +1,6 @@
 -- Add a batch of locally counted decisions, errors and latencies to an experiment, and to
 -- the dashboard's current time bucket.
--- KEYS[1] = stats hash, KEYS[2] = latency hash, KEYS[3] = series bucket hash (optional)
+-- KEYS[1] = counters hash (mab:{name}:stats), KEYS[2] = latency hash, KEYS[3] = series bucket hash (optional)
 -- ARGV[1] = incarnation the decisions were made in
 -- ARGV[2] = unix time the series bucket expires at ("" when KEYS[3] is absent)
 -- ARGV[3] = number n of stats pairs; ARGV[4 .. 3 + 2n] = stats field, increment pairs;

@@ -1,6 +1,6 @@
 -- Count each decision's reward exactly once and update the statistics the policy reads.
 -- The in-process reference of this arithmetic is policies/tracker.py (StatisticsTracker).
--- KEYS[1] = stats hash, KEYS[1 + i] = seen-marker of item i,
+-- KEYS[1] = counters hash (mab:{name}:stats), KEYS[1 + i] = seen-marker of item i,
 -- then optionally the dashboard's current series bucket (hash) as the last key
 -- ARGV[1] = incarnation the decisions were made in
 -- ARGV[2] = discount gamma in (0, 1]: each observation makes older ones weigh gamma x less

@@ -1,5 +1,5 @@
 -- Replace an experiment's JSON if it is still at the expected version (compare and set).
--- KEYS[1] = config key, KEYS[2] = stats hash, KEYS[3] = latency hash, KEYS[4] = config history
+-- KEYS[1] = config key, KEYS[2] = counters hash (mab:{name}:stats), KEYS[3] = latency hash, KEYS[4] = config history
 -- ARGV[1] = expected version, ARGV[2] = new experiment JSON,
 -- ARGV[3] = new incarnation, or "" to keep the statistics
 -- ARGV[4] = history: "push" the replaced JSON (the settings changed), "keep" it as it is, or
