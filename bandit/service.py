@@ -54,15 +54,14 @@ REDIS_STARTUP_WAIT_S = 30.0
 
 @dataclass(slots=True)
 class Parts:
-    """The long-lived objects of one process; the composition root's own record of what it built."""
+    """The long-lived objects that handlers and the front door use (the recorder, mirror and loops
+    run inside `open_parts`)."""
 
     settings: Settings
     store: RedisStore
     signer: DecisionSigner
     registry: SnapshotRegistry
-    recorder: DecisionRecorder
     health: ArmHealth
-    mirror: ShadowMirror
     proxy: ProxyApp
     stats_cache: StatsCache
 
@@ -161,7 +160,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             background.append(asyncio.create_task(store.keyring.follow(signer)))
         async with running(registry):
             try:
-                yield Parts(settings, store, signer, registry, recorder, health, mirror, proxy, stats_cache)
+                yield Parts(settings, store, signer, registry, health, proxy, stats_cache)
             finally:
                 for task in background:
                     task.cancel()
