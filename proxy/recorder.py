@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 
 from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import bucket_of
 from bandit.store import keys
-from bandit.store.counters import CounterStore
+from bandit.store.counters import CounterStore, DecisionBatch
 
 log = logging.getLogger("mab.proxy.recorder")
 
@@ -21,13 +23,31 @@ class _Pending:
     latencies: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Counts with the sequence number they are sent under; frozen once a send was tried."""
+
+    sequence: int
+    pending: _Pending = field(default_factory=_Pending)
+    tried: bool = False
+
+
 class DecisionRecorder:
-    """Counts per (experiment, incarnation) locally; `flush` writes them in one script call each."""
+    """Counts per (experiment, incarnation) locally; `flush` writes them in one script call each.
+
+    A send that fails with Redis unreachable may still have been applied (the reply, not the
+    write, was lost). That batch is sent again unchanged, under its sequence number, and the
+    script skips it if it was applied; counts made meanwhile wait in a second batch behind it.
+    So each key holds at most two batches, however long Redis is away.
+    """
 
     def __init__(self, counters: CounterStore, flush_interval_s: float) -> None:
         self._counters = counters
         self.flush_interval_s = flush_interval_s
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._outbox: dict[tuple[str, str], list[_Batch]] = {}
+        self._replica = secrets.token_hex(8)
+        self._sequence = itertools.count(1)
         self.dropped_decisions = 0
 
     def record(self, experiment: str, incarnation: str, arm: str, latency_ms: float | None, error: bool) -> None:
@@ -51,25 +71,36 @@ class DecisionRecorder:
 
     async def flush(self) -> None:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""
-        batch, self._pending = self._pending, {}
-        for index, ((experiment, incarnation), pending) in enumerate(batch.items()):
-            try:
+        self._move_pending_to_outbox()
+        for key in list(self._outbox):
+            batches = self._outbox[key]
+            while batches:
+                batch = batches[0]
+                batch.tried = True
+                experiment, incarnation = key
                 recorded = await self._counters.record_decisions(
-                    experiment, incarnation, dict(pending.counters), dict(pending.latencies)
-                )
-            except StoreUnavailable:
-                self._merge_back(list(batch.items())[index:])
-                raise
-            if not recorded:  # the experiment was reset or deleted meanwhile
-                self.dropped_decisions += sum(
-                    n for f, n in pending.counters.items() if f.startswith(keys.decisions_field(""))
-                )
+                    experiment,
+                    incarnation,
+                    dict(batch.pending.counters),
+                    dict(batch.pending.latencies),
+                    DecisionBatch(self._replica, batch.sequence),
+                )  # StoreUnavailable propagates: the batch stays, marked tried
+                batches.pop(0)
+                if not recorded:  # the experiment was reset or deleted meanwhile
+                    self.dropped_decisions += sum(
+                        n for f, n in batch.pending.counters.items() if f.startswith(keys.decisions_field(""))
+                    )
+            del self._outbox[key]
 
-    def _merge_back(self, unflushed: list[tuple[tuple[str, str], _Pending]]) -> None:
-        for key, pending in unflushed:
-            current = self._pending.setdefault(key, _Pending())
-            current.counters.update(pending.counters)
-            current.latencies.update(pending.latencies)
+    def _move_pending_to_outbox(self) -> None:
+        pending, self._pending = self._pending, {}
+        for key, counts in pending.items():
+            batches = self._outbox.setdefault(key, [])
+            if batches and not batches[-1].tried:
+                batches[-1].pending.counters.update(counts.counters)
+                batches[-1].pending.latencies.update(counts.latencies)
+            else:
+                batches.append(_Batch(next(self._sequence), counts))
 
     async def run(self) -> None:
         """Flush forever; a final flush happens on shutdown via `flush`."""

@@ -5,26 +5,42 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Iterator
 
 import aiohttp
 import httpx
+import pytest
 
 from loadtest.traffic import run_traffic
 from tests.conftest import experiment_body
 from tests.servers import ModelServers, ServiceProcess, wait_until
 
 
+@pytest.fixture(scope="module")
+def clear_models() -> Iterator[ModelServers]:
+    """Rates 0.04 / 0.05 / 0.12: a gap that 5,000 invokes resolve every time, not 99 times in 100.
+
+    Against the shared 0.04 / 0.05 / 0.07, Thompson sampling (what the service runs by
+    default) locks onto v2 for the whole run in about 1 % of runs: in-process, over 2,000
+    seeds, v3 served under half of the last 1,000 in 1.0 % of them. That is the policy's
+    tail, not a fault, and it turned CI red once.
+    """
+    servers = ModelServers(["v1:0.04", "v2:0.05", "v3:0.12"])
+    yield servers
+    servers.stop()
+
+
 def test_traffic_shifts_to_the_best_model(
-    service: ServiceProcess, models: ModelServers, admin: httpx.Client, name: str
+    service: ServiceProcess, clear_models: ModelServers, admin: httpx.Client, name: str
 ) -> None:
-    """Rates 0.04 / 0.05 / 0.07: after 5,000 invokes with feedback, v3 serves the clear majority."""
-    admin.post("/api/experiments", json=experiment_body(name, models)).raise_for_status()
+    """Rates 0.04 / 0.05 / 0.12: after 5,000 invokes with feedback, v3 serves the clear majority."""
+    admin.post("/api/experiments", json=experiment_body(name, clear_models)).raise_for_status()
     tally = asyncio.run(run_traffic(service.url, name, requests=5000, concurrency=16))
     assert tally.failed == 0 and tally.feedback_failed == 0, tally.failures.most_common(5)
     last = Counter(tally.recent_arms)
     share_of_best = last["v3"] / sum(last.values())
-    # In-process simulation of this setup gives v3 ~93 % (min 67 % over 40 seeds);
-    # a policy that ignored rewards would give ~33 %.
+    # In-process Thompson sampling on these rates gives v3 99 % of the last 1,000 (median),
+    # and at least 91 % in every one of 4,000 seeds; a policy that ignored rewards gives ~33 %.
     assert share_of_best > 0.5, f"v3 served {share_of_best:.0%} of the last 1,000: {dict(last)}"
 
     wait_until(

@@ -4,7 +4,7 @@ this package touches the Redis client, and Redis errors become StoreUnavailable 
 
 from __future__ import annotations
 
-from bandit.store.counters import CounterStore, FeedbackRecord, parse_counters
+from bandit.store.counters import CounterStore, DecisionBatch, FeedbackRecord, parse_counters
 from bandit.store.experiments import ExperimentStore, RoutingRecord
 from bandit.store.keyring import KeyringStore
 from bandit.store.redis_store import RedisStore
@@ -12,6 +12,7 @@ from bandit.store.series import Series, SeriesLayout, SeriesStore
 
 __all__ = [
     "CounterStore",
+    "DecisionBatch",
     "ExperimentStore",
     "FeedbackRecord",
     "KeyringStore",

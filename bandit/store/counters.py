@@ -35,6 +35,21 @@ class FeedbackRecord:
     scaled_reward: float = 0.0
 
 
+#: How long a replica's last flushed sequence is remembered: a batch retried later than this
+#: after a lost reply could be counted twice. Outages are far shorter; one small key per
+#: replica and experiment is the cost.
+FLUSH_SEQUENCE_TTL_S = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionBatch:
+    """Who sends a decision batch and its place in that sender's order, so a resend counts once."""
+
+    replica: str
+    # Increases with every batch the replica sends, whichever experiment it is for.
+    sequence: int
+
+
 def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
     """Counters of `arms` from the HGETALL of a counters hash, discounted statistics brought up to date."""
 
@@ -142,18 +157,32 @@ class CounterStore:
         return [int(code) for code in codes]
 
     async def record_decisions(
-        self, name: str, incarnation: str, counters: dict[str, int], latencies: dict[str, int]
+        self,
+        name: str,
+        incarnation: str,
+        counters: dict[str, int],
+        latencies: dict[str, int],
+        batch: DecisionBatch,
     ) -> bool:
-        """Add locally counted counter fields and latency buckets; False if the experiment was reset."""
+        """Add locally counted counter fields and latency buckets; False if the experiment was reset.
+
+        A call repeated after a lost reply (same replica and sequence) adds nothing again.
+        """
         series_keys, series_expiry = self._series_key(name, incarnation, time.time())
-        args: list[str | int] = [incarnation, series_expiry, len(counters)]
+        args: list[str | int] = [incarnation, series_expiry, batch.sequence, FLUSH_SEQUENCE_TTL_S, len(counters)]
         for field, increment in counters.items():
             args += [field, increment]
         for field, increment in latencies.items():
             args += [field, increment]
         with translate_redis_errors():
             recorded = await self._scripts.record_decisions(
-                keys=[keys.counters_hash(name), keys.latency_histogram(name), *series_keys], args=args
+                keys=[
+                    keys.counters_hash(name),
+                    keys.latency_histogram(name),
+                    keys.flush_sequence(name, batch.replica),
+                    *series_keys,
+                ],
+                args=args,
             )
         return bool(recorded)
 

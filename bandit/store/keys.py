@@ -56,6 +56,15 @@ def feedback_seen(experiment: str, decision_marker: str) -> str:
     return f"{PREFIX}:{{{experiment}}}:seen:{decision_marker}"
 
 
+def flush_sequence(experiment: str, replica: str) -> str:
+    """The last decision batch of one replica applied to the experiment (string; expires).
+
+    A batch whose reply was lost is sent again with the same sequence number: the script
+    skips it when this already holds that number, so decisions are counted once.
+    """
+    return f"{PREFIX}:{{{experiment}}}:flushed:{replica}"
+
+
 def decision_marker(issued_ms: int, nonce: str) -> str:
     """What names one decision in its seen-marker key: its issue time (ms, hex) and its nonce."""
     return f"{issued_ms:x}-{nonce}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import msgspec
@@ -12,13 +13,20 @@ from redis.asyncio import Redis
 from bandit.core.errors import ExperimentExists, ExperimentNotFound, UnreadableExperiment
 from bandit.core.models import ExperimentSpec
 from bandit.store import keys
-from bandit.store.counters import FeedbackRecord
+from bandit.store.counters import DecisionBatch, FeedbackRecord
 from bandit.store.redis_store import RedisStore
 
 SPEC = msgspec.convert(
     {"name": "shop", "arms": [{"name": "a", "url": "http://127.0.0.1:1"}, {"name": "b", "url": "http://127.0.0.1:2"}]},
     ExperimentSpec,
 )
+
+
+_SEQUENCE = itertools.count(1)
+
+
+def next_batch() -> DecisionBatch:
+    return DecisionBatch("test-replica", next(_SEQUENCE))
 
 
 def record(arm: str, nonce: str, reward: float = 1.0) -> FeedbackRecord:
@@ -41,13 +49,35 @@ async def test_create_get_list_delete(redis: Redis) -> None:
 async def test_every_key_of_an_experiment_is_in_its_hash_slot(redis: Redis) -> None:
     store = RedisStore(redis)
     await store.experiments.create(SPEC)
+    batch = next_batch()
     await store.counters.record_decisions(
-        "shop", (await store.experiments.get("shop")).incarnation, {"d:a": 1}, {"a:3": 1}
+        "shop", (await store.experiments.get("shop")).incarnation, {"d:a": 1}, {"a:3": 1}, batch
     )
     experiment_keys = [k.decode() for k in await redis.keys("mab:{shop}:*")]
     assert sorted(experiment_keys) == sorted(
-        [keys.config("shop"), keys.counters_hash("shop"), keys.latency_histogram("shop")]
+        [
+            keys.config("shop"),
+            keys.counters_hash("shop"),
+            keys.latency_histogram("shop"),
+            keys.flush_sequence("shop", batch.replica),
+        ]
     )
+
+
+async def test_a_decision_batch_sent_again_is_counted_once(redis: Redis) -> None:
+    """A resend after a lost reply carries the same sequence; only a newer one adds."""
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    first, second = DecisionBatch("r1", 10), DecisionBatch("r1", 11)
+    for batch in (first, first, second, second, first):
+        assert await store.counters.record_decisions("shop", incarnation, {"d:a": 3}, {"a:3": 3}, batch) is True
+    # Another replica's sequence is its own.
+    assert await store.counters.record_decisions("shop", incarnation, {"d:a": 1}, {}, DecisionBatch("r2", 1))
+    counters = await redis.hgetall(keys.counters_hash("shop"))
+    assert counters[b"d:a"] == b"7"
+    assert (await redis.hgetall(keys.latency_histogram("shop")))[b"a:3"] == b"6"
+    ttl = await redis.ttl(keys.flush_sequence("shop", "r1"))
+    assert 0 < ttl <= 86_400
 
 
 async def test_concurrent_updates_all_land(redis: Redis) -> None:
@@ -90,8 +120,8 @@ async def test_rewards_after_reset_or_delete_are_not_counted(redis: Redis) -> No
     new = (await store.experiments.update("shop", lambda e: e, reset_statistics=True)).incarnation
     assert new != old
     assert await store.counters.record_feedback("shop", old, [record("a", "x")]) == [-1]
-    assert await store.counters.record_decisions("shop", old, {"d:a": 5}, {}) is False
-    assert await store.counters.record_decisions("shop", new, {"d:a": 5}, {}) is True
+    assert await store.counters.record_decisions("shop", old, {"d:a": 5}, {}, next_batch()) is False
+    assert await store.counters.record_decisions("shop", new, {"d:a": 5}, {}, next_batch()) is True
     await store.experiments.delete("shop")
     assert await store.counters.record_feedback("shop", new, [record("a", "y")]) == [-2]
     assert await redis.exists(keys.counters_hash("shop")) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import msgspec
@@ -11,11 +12,18 @@ from redis.asyncio import Redis
 from bandit.api.ingest import MARKER_GRACE_S
 from bandit.core.models import ExperimentSpec
 from bandit.store import keys
-from bandit.store.counters import FeedbackRecord
+from bandit.store.counters import DecisionBatch, FeedbackRecord
 from bandit.store.redis_store import RedisStore
 from bandit.store.series import SeriesLayout, SeriesStore
 
 LAYOUT = SeriesLayout(bucket_s=10, buckets=6)
+
+
+_SEQUENCE = itertools.count(1)
+
+
+def next_batch() -> DecisionBatch:
+    return DecisionBatch("test-replica", next(_SEQUENCE))
 
 
 async def _experiment(store: RedisStore, name: str = "series") -> str:
@@ -39,7 +47,9 @@ async def test_decisions_and_rewards_land_in_the_current_bucket_once(redis: Redi
     store = RedisStore(redis, LAYOUT)
     incarnation = await _experiment(store)
     latency_a = keys.latency_field("a", 12)
-    await store.counters.record_decisions("series", incarnation, {"d:a": 5, "d:b": 2, "e:b": 1}, {latency_a: 5})
+    await store.counters.record_decisions(
+        "series", incarnation, {"d:a": 5, "d:b": 2, "e:b": 1}, {latency_a: 5}, next_batch()
+    )
     codes = await store.counters.record_feedback(
         "series", incarnation, [_reward("a", "n1", 1.0), _reward("a", "n2", 0.0), _reward("b", "n3", 1.0)]
     )
@@ -59,7 +69,7 @@ async def test_decisions_and_rewards_land_in_the_current_bucket_once(redis: Redi
 async def test_buckets_expire_so_the_history_is_bounded(redis: Redis) -> None:
     store = RedisStore(redis, LAYOUT)
     incarnation = await _experiment(store)
-    await store.counters.record_decisions("series", incarnation, {"d:a": 1}, {})
+    await store.counters.record_decisions("series", incarnation, {"d:a": 1}, {}, next_batch())
     bucket = LAYOUT.bucket_of(time.time())
     ttl = await redis.ttl(keys.series("series", incarnation, bucket))
     # Kept `buckets` widths after the bucket closes, and no longer.
@@ -89,10 +99,10 @@ async def test_read_aligns_every_arm_with_the_bucket_times(redis: Redis) -> None
 async def test_a_reset_starts_a_new_history_and_old_writers_cannot_touch_it(redis: Redis) -> None:
     store = RedisStore(redis, LAYOUT)
     old = await _experiment(store)
-    await store.counters.record_decisions("series", old, {"d:a": 3}, {})
+    await store.counters.record_decisions("series", old, {"d:a": 3}, {}, next_batch())
     new = (await store.experiments.update("series", lambda e: e, reset_statistics=True)).incarnation
     # A replica that still thinks the old incarnation is current: its counts are dropped.
-    assert await store.counters.record_decisions("series", old, {"d:a": 9}, {}) is False
+    assert await store.counters.record_decisions("series", old, {"d:a": 9}, {}, next_batch()) is False
     reader = SeriesStore(redis, LAYOUT)
     assert (await reader.read("series", new, ["a"])).t == []
     assert (await reader.read("series", old, ["a"])).arms["a"].decisions == [3]
