@@ -28,7 +28,7 @@ class _Batch:
     """Counts with the sequence number they are sent under; frozen once a send was tried."""
 
     sequence: int
-    pending: _Pending = field(default_factory=_Pending)
+    pending: _Pending
     tried: bool = False
 
 
@@ -73,11 +73,11 @@ class DecisionRecorder:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""
         self._move_pending_to_outbox()
         for key in list(self._outbox):
+            experiment, incarnation = key
             batches = self._outbox[key]
             while batches:
                 batch = batches[0]
                 batch.tried = True
-                experiment, incarnation = key
                 recorded = await self._counters.record_decisions(
                     experiment,
                     incarnation,
