@@ -7,12 +7,13 @@ import itertools
 import logging
 import secrets
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import bucket_of
 from bandit.store import keys
-from bandit.store.counters import CounterStore, DecisionBatch
+from bandit.store.counters import CounterStore, DecisionBatch, DecisionFlush
 
 log = logging.getLogger("mab.proxy.recorder")
 
@@ -41,9 +42,16 @@ class DecisionRecorder:
     So each key holds at most two batches, however long Redis is away.
     """
 
-    def __init__(self, counters: CounterStore, flush_interval_s: float) -> None:
+    def __init__(
+        self,
+        counters: CounterStore,
+        flush_interval_s: float,
+        on_counted: Callable[[Collection[str]], None] | None = None,
+    ) -> None:
         self._counters = counters
         self.flush_interval_s = flush_interval_s
+        # Told the experiments that served requests since the last flush (the registry keeps those fresh).
+        self._on_counted = on_counted
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._outbox: dict[tuple[str, str], list[_Batch]] = {}
         self._replica = secrets.token_hex(8)
@@ -71,26 +79,48 @@ class DecisionRecorder:
 
     async def flush(self) -> None:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""
+        if self._on_counted is not None and self._pending:
+            self._on_counted({experiment for experiment, _incarnation in self._pending})
         self._move_pending_to_outbox()
-        for key in list(self._outbox):
-            experiment, incarnation = key
-            batches = self._outbox[key]
-            while batches:
-                batch = batches[0]
+        # The first batch of every experiment, all in one pipelined call; an experiment whose
+        # first batch went through sends its second (counts made while the first was retried) next.
+        unavailable: StoreUnavailable | None = None
+        while self._outbox:
+            heads = [(key, batches[0]) for key, batches in self._outbox.items()]
+            for _key, batch in heads:
                 batch.tried = True
-                recorded = await self._counters.record_decisions(
-                    experiment,
-                    incarnation,
-                    dict(batch.pending.counters),
-                    dict(batch.pending.latencies),
-                    DecisionBatch(self._replica, batch.sequence),
-                )  # StoreUnavailable propagates: the batch stays, marked tried
+            outcomes = await self._counters.record_decisions_many(
+                [
+                    DecisionFlush(
+                        experiment,
+                        incarnation,
+                        dict(batch.pending.counters),
+                        dict(batch.pending.latencies),
+                        DecisionBatch(self._replica, batch.sequence),
+                    )
+                    for (experiment, incarnation), batch in heads
+                ]
+            )
+            progressed = False
+            for (key, batch), outcome in zip(heads, outcomes, strict=True):
+                if isinstance(outcome, StoreUnavailable):
+                    # On a cluster only the primary of this experiment may be away (failing over):
+                    # the batch stays, marked tried, and the other experiments are flushed.
+                    unavailable = outcome
+                    continue
+                progressed = True
+                batches = self._outbox[key]
                 batches.pop(0)
-                if not recorded:  # the experiment was reset or deleted meanwhile
+                if not batches:
+                    del self._outbox[key]
+                if not outcome:  # the experiment was reset or deleted meanwhile
                     self.dropped_decisions += sum(
                         n for f, n in batch.pending.counters.items() if f.startswith(keys.decisions_field(""))
                     )
-            del self._outbox[key]
+            if unavailable is not None or not progressed:
+                break
+        if unavailable is not None:
+            raise unavailable
 
     def _move_pending_to_outbox(self) -> None:
         pending, self._pending = self._pending, {}

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from loadtest.traffic import run_traffic
-from tests.conftest import experiment_body
+from tests.conftest import Backend, experiment_body
 from tests.servers import ModelServers, ServiceProcess, wait_until
 
 
@@ -31,9 +31,11 @@ def clear_models() -> Iterator[ModelServers]:
 
 
 def test_traffic_shifts_to_the_best_model(
-    service: ServiceProcess, clear_models: ModelServers, admin: httpx.Client, name: str
+    backend_service: ServiceProcess, clear_models: ModelServers, backend_admin: httpx.Client, name: str
 ) -> None:
-    """Rates 0.04 / 0.05 / 0.12: after 5,000 invokes with feedback, v3 serves the clear majority."""
+    """Rates 0.04 / 0.05 / 0.12: after 5,000 invokes with feedback, v3 serves the clear majority
+    (on a single Redis and on a Redis Cluster)."""
+    service, admin = backend_service, backend_admin
     admin.post("/api/experiments", json=experiment_body(name, clear_models)).raise_for_status()
     tally = asyncio.run(run_traffic(service.url, name, requests=5000, concurrency=16))
     assert tally.failed == 0 and tally.feedback_failed == 0, tally.failures.most_common(5)
@@ -57,9 +59,11 @@ def test_traffic_shifts_to_the_best_model(
 
 
 def test_each_reward_counts_exactly_once_however_often_it_is_sent(
-    service: ServiceProcess, models: ModelServers, admin: httpx.Client, name: str
+    backend_service: ServiceProcess, models: ModelServers, backend_admin: httpx.Client, name: str
 ) -> None:
-    """Every decision's reward posted 3 times, concurrently, from 32 clients, single and batched."""
+    """Every decision's reward posted 3 times, concurrently, from 32 clients, single and batched
+    (on a single Redis and on a Redis Cluster)."""
+    service, admin = backend_service, backend_admin
     admin.post("/api/experiments", json=experiment_body(name, models)).raise_for_status()
     tally = asyncio.run(run_traffic(service.url, name, requests=1500, concurrency=16, send_feedback=False))
     rng = random.Random(11)
@@ -108,9 +112,11 @@ def test_each_reward_counts_exactly_once_however_often_it_is_sent(
         assert arm["reward_sum"] == expected_sum[arm["name"]]
 
 
-def test_two_workers_share_only_redis_and_agree_on_every_count(redis_url: str, models: ModelServers, name: str) -> None:
+def test_two_workers_share_only_redis_and_agree_on_every_count(
+    backend: Backend, models: ModelServers, name: str
+) -> None:
     """Decisions flushed by two processes and feedback verified by either add up exactly."""
-    service = ServiceProcess(redis_url, BANDIT_WORKERS="2").start()
+    service = ServiceProcess(backend.url, BANDIT_WORKERS="2", **backend.settings).start()
     try:
         admin = {"Authorization": "Bearer test-admin-token"}
         httpx.post(

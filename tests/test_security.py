@@ -29,11 +29,12 @@ from bandit.core.decision_ids import DecisionSigner
 from bandit.core.keyring import SigningKey
 from bandit.core.settings import Settings
 from bandit.service import create_app
+from bandit.store.connection import connect
 from bandit.store.keys import KEYRING
 from bandit.store.redis_store import RedisStore
 from proxy.clients import ClientName, make_upstream_client
 from proxy.clients.base import Origin, Timeouts
-from tests.conftest import experiment_body
+from tests.conftest import Backend, backend_client, experiment_body
 from tests.servers import ROOT, ModelServers, ServiceProcess
 
 ADMIN = f"admin-{secrets.token_urlsafe(24)}"
@@ -339,13 +340,15 @@ def test_inconsistent_rotation_settings_are_refused(environ: dict[str, str], mes
 
 def mab(*args: str, redis_url: str, **environ: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BANDIT_REDIS_URL": redis_url, "BANDIT_SECRET": "", **environ}
+    if "BANDIT_REDIS_CLUSTER" not in environ:
+        env.pop("BANDIT_REDIS_CLUSTER", None)
     return subprocess.run(
         [sys.executable, "-m", "bandit", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
     )
 
 
-async def keyring(redis_url: str) -> list[SigningKey]:
-    client = Redis.from_url(redis_url)
+async def keyring(redis_url: str, cluster: bool = False) -> list[SigningKey]:
+    client = connect(redis_url, cluster)
     try:
         raw = await client.get(KEYRING)
     finally:
@@ -354,31 +357,33 @@ async def keyring(redis_url: str) -> list[SigningKey]:
     return msgspec.json.decode(raw, type=list[SigningKey])
 
 
-async def forget_keyring(redis_url: str) -> None:
+async def forget_keyring(redis_url: str, cluster: bool = False) -> None:
     """Back to the plain shared secret, for the services of the other tests."""
-    client = Redis.from_url(redis_url)
+    client = connect(redis_url, cluster)
     await client.delete(KEYRING)
     await client.aclose()
 
 
-async def test_shared_secret_rotation_reaches_every_replica(
-    clean_test_db: str, models: ModelServers, name: str
-) -> None:
-    replicas = [ServiceProcess(clean_test_db, BANDIT_ADMIN_TOKEN=ADMIN, BANDIT_SECRET="").start() for _ in range(2)]
+async def test_shared_secret_rotation_reaches_every_replica(backend: Backend, models: ModelServers, name: str) -> None:
+    cluster = backend.kind == "cluster"
+    replicas = [
+        ServiceProcess(backend.url, BANDIT_ADMIN_TOKEN=ADMIN, BANDIT_SECRET="", **backend.settings).start()
+        for _ in range(2)
+    ]
     try:
         experiment = create(replicas[0], name, [{"name": "v1", "url": models.urls["v1"]}])
-        client = Redis.from_url(clean_test_db)
+        client = backend_client(backend)
         legacy = await RedisStore(client).keyring.shared_secret()
         await client.aclose()
         old_signer = DecisionSigner([legacy])
         old_ids = [old_signer.sign(name, "v1", experiment["incarnation"]) for _ in range(2)]
 
         rotated = await asyncio.to_thread(
-            mab, "rotate-secret", "--grace", "3", "--activate-in", "2", redis_url=clean_test_db
+            mab, "rotate-secret", "--grace", "3", "--activate-in", "2", redis_url=backend.url, **backend.settings
         )
         assert rotated.returncode == 0, rotated.stderr
         assert "rotated" in rotated.stdout and legacy.decode() not in rotated.stdout + rotated.stderr
-        new, previous = await keyring(clean_test_db)
+        new, previous = await keyring(backend.url, cluster)
         assert previous.secret == legacy and previous.not_after == pytest.approx(new.not_before + 3)
 
         await asyncio.sleep(max(0.0, new.not_before - time.time()) + 0.1)
@@ -399,7 +404,7 @@ async def test_shared_secret_rotation_reaches_every_replica(
                 refused = await http.post(f"{replica.url}/feedback", json={"decision": old_ids[1], "reward": 1})
                 assert refused.status_code == 403 and "retired key" in refused.json()["detail"]
     finally:
-        await forget_keyring(clean_test_db)
+        await forget_keyring(backend.url, cluster)
         for replica in replicas:
             replica.stop()
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from bandit.core.decision_ids import Decision, DecisionSigner
 from bandit.core.errors import ArmNotFound, ExpiredDecision, InvalidInput, MabError, StoreUnavailable
@@ -15,7 +13,7 @@ from bandit.core.policy_adapter import observation_rules, reward_scale
 from bandit.store import keys
 from bandit.store.counters import CounterStore, FeedbackRecord
 
-#: Seen-markers outlive the window a little, so a duplicate is never counted on a clock edge.
+#: Seen-markers and rewarded bitmaps outlive the window a little, so a duplicate is never counted on a clock edge.
 MARKER_GRACE_S = 60
 _OUTCOMES = {
     -1: (410, "the experiment was reset after this decision"),
@@ -23,12 +21,30 @@ _OUTCOMES = {
 }
 
 
-@dataclass(slots=True)
-class _Verified:
-    index: int
-    decision: Decision
-    experiment: Experiment
-    reward: float
+class _Rules:
+    """What feedback for one experiment is checked and scaled against, worked out once per batch."""
+
+    __slots__ = (
+        "arms",
+        "bounds",
+        "experiment",
+        "expires_after_s",
+        "offset",
+        "penalty",
+        "width",
+        "window_ms",
+        "window_s",
+    )
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        self.arms = frozenset(arm.name for arm in experiment.arms)
+        self.window_s = experiment.reward.window_s
+        self.window_ms = self.window_s * 1000
+        self.bounds = experiment.reward.bounds
+        self.penalty = experiment.reward.latency_penalty
+        self.offset, self.width = reward_scale(experiment)
+        self.expires_after_s = self.window_s + MARKER_GRACE_S
 
 
 async def ingest(
@@ -40,78 +56,96 @@ async def ingest(
 ) -> FeedbackResult:
     """Count a batch of rewards; every item ends up accepted, duplicate or rejected with a reason.
 
-    `on_counted(experiment)` is called for each experiment that gained at least one reward.
+    Each experiment named in the batch is looked up once. `on_counted(experiment)` is called for
+    each experiment that gained at least one reward.
     """
     rejected: list[RejectedItem] = []
-    verified: list[_Verified] = []
     now_ms = time.time_ns() // 1_000_000
+    found: dict[str, _Rules | MabError] = {}
+    # Per experiment and incarnation: the items' indices and their records, in batch order.
+    groups: dict[tuple[str, str], tuple[_Rules, list[int], list[FeedbackRecord]]] = {}
+    verify = signer.verify
     for index, item in enumerate(items):
         try:
-            verified.append(await _verify(index, item, signer, find_experiment, now_ms))
-        except StoreUnavailable:
-            raise  # not this item's fault: the whole request answers 503 with Retry-After, to be retried
+            decision = verify(item.decision)
         except MabError as error:
             rejected.append(RejectedItem(index=index, status=error.status_code, reason=error.detail))
-
-    groups: defaultdict[tuple[str, str], list[_Verified]] = defaultdict(list)
-    for entry in verified:
-        groups[(entry.decision.experiment, entry.decision.incarnation)].append(entry)
-    accepted = duplicate = 0
-    for (experiment, incarnation), entries in groups.items():
-        records = [
+            continue
+        experiment, arm, incarnation, issued_ms, nonce, latency_us, issuer, sequence = decision
+        rules = found.get(experiment)
+        if rules is None:
+            try:
+                rules = found[experiment] = _Rules(await find_experiment(experiment))
+            except StoreUnavailable:
+                raise  # not this item's fault: the whole request answers 503 with Retry-After, to be retried
+            except MabError as error:
+                rules = found[experiment] = error
+        reward = item.reward
+        # What _refusal checks, in a form cheap enough to run per reward; it says why, on doubt.
+        if (
+            isinstance(rules, MabError)
+            or arm not in rules.arms
+            or now_ms - issued_ms > rules.window_ms
+            or (rules.bounds is not None and not rules.bounds[0] <= reward <= rules.bounds[1])
+        ):
+            refusal = _refusal(decision, reward, rules, now_ms)
+            if refusal is not None:
+                rejected.append(RejectedItem(index=index, status=refusal.status_code, reason=refusal.detail))
+                continue
+        assert not isinstance(rules, MabError)  # _refusal refuses every item of an experiment not found
+        if rules.penalty > 0:
+            # reward = feedback − λ · latency_s; an id without a latency (issued before they were
+            # recorded) is charged nothing rather than refused.
+            reward -= rules.penalty * (latency_us or 0) / 1e6
+        group = groups.get((experiment, incarnation))
+        if group is None:
+            group = groups[(experiment, incarnation)] = (rules, [], [])
+        group[1].append(index)
+        group[2].append(
             FeedbackRecord(
-                arm=entry.decision.arm,
-                marker=keys.decision_marker(entry.decision.issued_ms, entry.decision.nonce),
-                reward=entry.reward,
-                expires_at=entry.decision.issued_ms // 1000 + entry.experiment.reward.window_s + MARKER_GRACE_S,
-                scaled_reward=(entry.reward - offset) / width,
+                arm,
+                # Decisions with a sequence number get a bit in their issuer's bitmap, the others
+                # (ids of earlier releases) a seen-marker of their own.
+                "" if sequence is not None else keys.decision_marker(issued_ms, nonce),
+                reward,
+                issued_ms // 1000 + rules.expires_after_s,
+                (reward - rules.offset) / rules.width,
+                issuer,
+                sequence,
             )
-            for entry in entries
-            for offset, width in [reward_scale(entry.experiment)]
-        ]
-        codes = await counters.record_feedback(
-            experiment, incarnation, records, observation_rules(entries[0].experiment)
         )
+
+    accepted = duplicate = 0
+    for (experiment, incarnation), (rules, indices, records) in groups.items():
+        codes = await counters.record_feedback(experiment, incarnation, records, observation_rules(rules.experiment))
         if on_counted is not None and 1 in codes:
             on_counted(experiment)
-        for entry, code in zip(entries, codes, strict=True):
+        for index, code in zip(indices, codes, strict=True):
             if code == 1:
                 accepted += 1
             elif code == 0:
                 duplicate += 1
             else:
                 status, reason = _OUTCOMES[code]
-                rejected.append(RejectedItem(index=entry.index, status=status, reason=reason))
+                rejected.append(RejectedItem(index=index, status=status, reason=reason))
     rejected.sort(key=lambda item: item.index)
     return FeedbackResult(accepted=accepted, duplicate=duplicate, rejected=len(rejected), errors=rejected)
 
 
-async def _verify(
-    index: int,
-    item: FeedbackItem,
-    signer: DecisionSigner,
-    find_experiment: Callable[[str], Awaitable[Experiment]],
-    now_ms: int,
-) -> _Verified:
-    decision = signer.verify(item.decision)
-    experiment = await find_experiment(decision.experiment)
-    if experiment.arm(decision.arm) is None:
-        raise ArmNotFound(detail=f"arm {decision.arm!r} is no longer part of experiment {decision.experiment!r}")
+def _refusal(decision: Decision, reward: float, rules: _Rules | MabError, now_ms: int) -> MabError | None:
+    """Why this verified decision's reward cannot be counted (checks in their usual order); None if it can."""
+    if isinstance(rules, MabError):
+        return rules  # the experiment's lookup failed (e.g. it does not exist): every item of it says so
+    if decision.arm not in rules.arms:
+        return ArmNotFound(detail=f"arm {decision.arm!r} is no longer part of experiment {decision.experiment!r}")
     age_s = (now_ms - decision.issued_ms) / 1000
-    if age_s > experiment.reward.window_s:
-        raise ExpiredDecision(
-            detail=f"decision is {age_s:.0f} s old, past the experiment's feedback window of "
-            f"{experiment.reward.window_s} s"
+    if age_s > rules.window_s:
+        return ExpiredDecision(
+            detail=f"decision is {age_s:.0f} s old, past the experiment's feedback window of {rules.window_s} s"
         )
-    bounds = experiment.reward.bounds
-    if bounds is not None and not bounds[0] <= item.reward <= bounds[1]:
-        raise InvalidInput(
-            detail=f"reward {item.reward} is outside the experiment's reward bounds [{bounds[0]}, {bounds[1]}]"
+    bounds = rules.bounds
+    if bounds is not None and not bounds[0] <= reward <= bounds[1]:
+        return InvalidInput(
+            detail=f"reward {reward} is outside the experiment's reward bounds [{bounds[0]}, {bounds[1]}]"
         )
-    penalty = experiment.reward.latency_penalty
-    reward = item.reward
-    if penalty > 0:
-        # reward = feedback − λ · latency_s; an id without a latency (issued before they were
-        # recorded) is charged nothing rather than refused.
-        reward -= penalty * (decision.latency_us or 0) / 1e6
-    return _Verified(index, decision, experiment, reward)
+    return None

@@ -21,6 +21,17 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (BANDIT_PORT, default 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (BANDIT_WORKERS, default 1)")
     parser.add_argument("--redis-url", help="Redis URL (BANDIT_REDIS_URL, default redis://127.0.0.1:6379/0)")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="the Redis URL names a node of a Redis Cluster (BANDIT_REDIS_CLUSTER)",
+    )
+    parser.add_argument(
+        "--ack-replicas",
+        type=int,
+        help="answer feedback only once this many Redis replicas hold it (BANDIT_ACK_REPLICAS, default 0)",
+    )
     parser.add_argument("--admin-token", help="bearer token of the management API (BANDIT_ADMIN_TOKEN)")
     parser.add_argument("--secret", help="HMAC key for decision ids (BANDIT_SECRET)")
     parser.add_argument("--refresh-interval", type=float, dest="refresh_interval_s", help="seconds between snapshots")
@@ -30,6 +41,7 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
 
 def _rotate_secret_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", help="Redis URL (BANDIT_REDIS_URL, default redis://127.0.0.1:6379/0)")
+    parser.add_argument("--redis-cluster", action="store_true", default=None, help="the URL names a Redis Cluster node")
     parser.add_argument(
         "--grace",
         type=float,
@@ -51,16 +63,16 @@ def _rotate_secret(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     from bandit.cli.rotate_secret import rotate_command
 
     try:
-        settings = load_settings({"redis_url": args.redis_url})
+        settings = load_settings({"redis_url": args.redis_url, "redis_cluster": args.redis_cluster})
     except SettingsError as error:
         parser.error(str(error))
-    return rotate_command(settings.redis_url, bool(settings.secret), args.grace_s, args.activate_in_s)
+    return rotate_command(settings, args.grace_s, args.activate_in_s)
 
 
 def ensure_redis(settings: Settings) -> Settings:
     """Start a local redis-server when none answers at the default URL; a URL the user gave is used as is."""
     parts = urlsplit(settings.redis_url)
-    if settings.redis_url_given or answers(parts.hostname or "127.0.0.1", parts.port or 6379):
+    if settings.redis_url_given or settings.redis_cluster or answers(parts.hostname or "127.0.0.1", parts.port or 6379):
         return settings
     process, url = start_redis()
     log.warning("no Redis answered at %s: started redis-server (pid %d) at %s", settings.redis_url, process.pid, url)

@@ -8,6 +8,7 @@ import logging
 from bandit.core.errors import StoreUnavailable
 from bandit.core.keyring import DEFAULT_ACTIVATE_IN_S, KEYRING_REFRESH_S, describe
 from bandit.core.models import RewardSpec
+from bandit.core.settings import Settings
 from bandit.store.experiments import ExperimentStore
 from bandit.store.redis_store import RedisStore
 
@@ -19,8 +20,8 @@ async def _longest_feedback_window(experiments: ExperimentStore) -> int:
     return max(windows, default=RewardSpec().window_s)
 
 
-async def _rotate(redis_url: str, grace_s: float | None, activate_in_s: float) -> int:
-    store = RedisStore.from_url(redis_url)
+async def _rotate(settings: Settings, grace_s: float | None, activate_in_s: float) -> int:
+    store = RedisStore.from_settings(settings)
     try:
         longest = await _longest_feedback_window(store.experiments)
         if grace_s is None:
@@ -43,8 +44,9 @@ async def _rotate(redis_url: str, grace_s: float | None, activate_in_s: float) -
     return 0
 
 
-def rotate_command(redis_url: str, secret_configured: bool, grace_s: float | None, activate_in_s: float | None) -> int:
+def rotate_command(settings: Settings, grace_s: float | None, activate_in_s: float | None) -> int:
     """`mab rotate-secret`: the exit status."""
+    secret_configured = bool(settings.secret)
     activate_in_s = DEFAULT_ACTIVATE_IN_S if activate_in_s is None else activate_in_s
     if secret_configured:
         log.error(
@@ -60,4 +62,4 @@ def rotate_command(redis_url: str, secret_configured: bool, grace_s: float | Non
             2 * KEYRING_REFRESH_S,
         )
         return 2
-    return asyncio.run(_rotate(redis_url, grace_s, activate_in_s))
+    return asyncio.run(_rotate(settings, grace_s, activate_in_s))

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -18,6 +19,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = DEFAULT_REDIS_URL
     # False when the URL is our default: then `mab serve` may start a local Redis.
     redis_url_given: bool = False
+    # True: redis_url names any node of a Redis Cluster, and the service follows the cluster.
+    redis_cluster: bool = False
+    # Feedback is answered 202 only once this many replicas hold it (Redis WAIT on the write's own
+    # connection); 0: when the primary holds it, as Redis replication is asynchronous.
+    ack_replicas: int = 0
+    # How long a reward waits for those replicas before it is answered 503 (and resent by the client).
+    ack_timeout_s: float = 1.0
     admin_token: str | None = None
     # HMAC key for decision ids; None: shared through Redis so replicas agree.
     secret: str | None = None
@@ -70,6 +78,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 # Environment variable for each setting; flags take precedence over these.
 _ENVIRONMENT = {
     "redis_url": "BANDIT_REDIS_URL",
+    "redis_cluster": "BANDIT_REDIS_CLUSTER",
+    "ack_replicas": "BANDIT_ACK_REPLICAS",
+    "ack_timeout_s": "BANDIT_ACK_TIMEOUT",
     "admin_token": "BANDIT_ADMIN_TOKEN",
     "secret": "BANDIT_SECRET",
     "previous_secret": "BANDIT_PREVIOUS_SECRET",
@@ -120,9 +131,25 @@ def load_settings(overrides: Mapping[str, object] | None = None, environ: Mappin
     if settings.max_experiments < 1 or settings.max_api_body_bytes < 1:
         raise SettingsError("BANDIT_MAX_EXPERIMENTS and BANDIT_MAX_API_BODY_BYTES must be >= 1")
     _check_rotation(settings)
+    _check_redis(settings)
     if settings.series_bucket_s < 1 or settings.series_buckets < 2:
         raise SettingsError("BANDIT_SERIES_BUCKET must be >= 1 s and BANDIT_SERIES_BUCKETS >= 2")
     return settings
+
+
+def _check_redis(settings: Settings) -> None:
+    if settings.ack_replicas < 0 or settings.ack_timeout_s <= 0:
+        raise SettingsError("BANDIT_ACK_REPLICAS must be >= 0 and BANDIT_ACK_TIMEOUT > 0 seconds")
+    if not settings.redis_cluster:
+        return
+    if not settings.redis_url_given:
+        raise SettingsError("BANDIT_REDIS_CLUSTER needs BANDIT_REDIS_URL naming a node of the cluster")
+    database = urlsplit(settings.redis_url).path.strip("/")
+    if database not in ("", "0"):
+        raise SettingsError(
+            f"BANDIT_REDIS_URL selects database {database}, but a Redis Cluster has only database 0: "
+            "drop the /{database} from the URL"
+        )
 
 
 def _check_rotation(settings: Settings) -> None:

@@ -3,27 +3,78 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bandit.core.errors import StoreUnavailable
 
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+#: What the stores talk to: one Redis, or a Redis Cluster (every experiment in one slot of it).
+StoreClient: TypeAlias = Redis | RedisCluster
+
+# Redis cannot be reached, or the part of the cluster that holds the key is failing over:
+# a primary that was just demoted refuses writes (READONLY), a slot moving or left uncovered
+# answers MOVED/ASK/TRYAGAIN/CLUSTERDOWN past the client's own redirections, and a cluster
+# with no reachable node at all raises RedisClusterException. Each is an outage, never a 500.
+_UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterError,
+    ClusterDownError,
+    TryAgainError,
+    AskError,
+    ReadOnlyError,
+    RedisClusterException,
+)
+_REDIS_CONNECTION_MODULE = os.path.join("redis", "asyncio", "connection.py")
+#: Seconds to wait for a reply, and for a connection.
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
 
 
-def connect(url: str) -> Redis:
-    """A client for `url`; it connects on first use, so creating one never waits."""
-    redis: Redis = Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10)
+def connect(url: str, cluster: bool = False) -> StoreClient:
+    """A client for `url` (with `cluster`, any node of a Redis Cluster); it connects on first use."""
+    if cluster:
+        # redis-py's cluster default retries a failed node 10 times with back-off up to 10 s; during
+        # a failover that holds every request for many seconds before it can answer 503. Three quick
+        # attempts ride out a redirection or a reconnect; a real outage is answered as one.
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3)
+        return RedisCluster.from_url(
+            url, retry=retry, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
+    redis: Redis = Redis.from_url(
+        url, health_check_interval=10, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
+    )
     return redis
 
 
-def retry_on_a_fresh_connection(redis: Redis) -> None:
+def connect_node(host: str, port: int) -> Redis:
+    """A plain client of one cluster node, for commands that must share a connection with a write (WAIT)."""
+    return Redis(
+        host=host,
+        port=port,
+        health_check_interval=10,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+    )
+
+
+def retry_on_a_fresh_connection(redis: StoreClient) -> None:
     """Send a command once more, on a new connection, when its pooled connection turns out closed.
 
     After Redis restarts, every connection in the pool is dead and each would fail its next
@@ -31,7 +82,11 @@ def retry_on_a_fresh_connection(redis: Redis) -> None:
     made by `Redis.from_url` does not retry at all (its pool gets no Retry), so the store sets
     one. Only ConnectionError, and only once: a command that timed out may have run, and
     running it again could count a batch of decisions twice.
+
+    A cluster client keeps the retry `connect` gave it: it must also follow redirections.
     """
+    if isinstance(redis, RedisCluster):
+        return
     redis.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
 
 
@@ -42,6 +97,22 @@ def translate_redis_errors() -> Iterator[None]:
         yield
     except _UNREACHABLE as error:
         raise StoreUnavailable() from error
+    except (AttributeError, TypeError) as error:
+        # redis-py's asyncio connection leaks the transport's own AttributeError/TypeError when it
+        # writes to a connection the peer just closed (redis/redis-py#4287, #3546; 8.1.0 has it):
+        # that is a connection lost, seen during a failover, and must answer 503, not 500.
+        if not _raised_in_redis_connection(error):
+            raise
+        raise StoreUnavailable() from error
+
+
+def _raised_in_redis_connection(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION_MODULE):
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def as_text(value: bytes | str) -> str:

@@ -7,32 +7,45 @@ what they count to the dashboard's current history bucket when one is kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
 
+import msgspec
 import numpy as np
-from redis.asyncio import Redis
 
 from bandit.core.counters import ArmCounters
+from bandit.core.errors import StoreUnavailable
 from bandit.core.policy_adapter import ObservationRules
 from bandit.store import keys
-from bandit.store.connection import as_bytes_hash, as_text, translate_redis_errors
+from bandit.store.connection import StoreClient, as_bytes_hash, as_text, translate_redis_errors
+from bandit.store.durability import Durability, KeyConnections
 from bandit.store.lua import LuaScripts
 from bandit.store.series import SeriesLayout
 
+T = TypeVar("T")
 
-@dataclass(frozen=True, slots=True)
-class FeedbackRecord:
-    """One verified reward ready to be counted."""
+
+class FeedbackRecord(NamedTuple):
+    """One verified reward ready to be counted (a named tuple: one is built per reward, cheaply)."""
 
     arm: str
-    # Names the decision in its seen-marker key (keys.decision_marker).
+    # Names a decision without a sequence number (an id with a random nonce) in its
+    # seen-marker key (keys.decision_marker); unused when `sequence` is set.
     marker: str
     reward: float
     # Unix seconds after which the decision can no longer be rewarded.
     expires_at: int
     # The reward on the policy's scale ([0, 1] when bounded), for change detection and preferences.
     scaled_reward: float = 0.0
+    # The decision's issuer and sequence number (from its id): when set, it is marked rewarded by
+    # one bit of that issuer's bitmap (keys.feedback_rewarded) instead of a key of its own.
+    issuer: str | None = None
+    sequence: int | None = None
+
+
+#: The feedback script's items argument (see record_feedback.lua).
+_encode_items = msgspec.json.Encoder().encode
 
 
 #: How long a replica's last flushed sequence is remembered: a batch retried later than this
@@ -48,6 +61,17 @@ class DecisionBatch:
     replica: str
     # Increases with every batch the replica sends, whichever experiment it is for.
     sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFlush:
+    """One experiment's counts to add: counter fields and latency buckets, and the batch they go in."""
+
+    name: str
+    incarnation: str
+    counters: dict[str, int]
+    latencies: dict[str, int]
+    batch: DecisionBatch
 
 
 def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
@@ -111,9 +135,17 @@ def rules_script_args(rules: ObservationRules, now_s: int) -> list[str | int]:
 class CounterStore:
     """Reads and writes the counters of experiments in Redis."""
 
-    def __init__(self, redis: Redis, scripts: LuaScripts, layout: SeriesLayout | None = None) -> None:
+    def __init__(
+        self,
+        redis: StoreClient,
+        scripts: LuaScripts,
+        layout: SeriesLayout | None = None,
+        durability: Durability | None = None,
+    ) -> None:
         self._redis = redis
         self._scripts = scripts
+        # How many replicas must hold a write before it is acknowledged (default: the primary alone).
+        self._durability = durability or Durability(KeyConnections(redis))
         # The dashboard's time buckets that decisions and rewards are also added to (None: not kept).
         self._layout = layout
 
@@ -141,20 +173,56 @@ class CounterStore:
         rules: ObservationRules | None = None,
     ) -> list[int]:
         """Count each reward once; one code per record (1 counted, 0 duplicate, -1 stale, -2 gone)."""
+        if not records:
+            return []
         now = time.time()
         series_keys, series_expiry = self._series_key(name, incarnation, now)
-        args: list[str | int] = [incarnation, *rules_script_args(rules or ObservationRules(), int(now)), series_expiry]
-        for record in records:
-            reward = record.reward
-            args += [record.arm, repr(reward), repr(reward * reward), repr(record.scaled_reward), record.expires_at]
+        # Every key the script touches is in KEYS (a cluster routes by them), each dedup key once;
+        # the items travel as one JSON argument that points into KEYS and into the batch's arms.
+        script_keys = [keys.counters_hash(name)]
+        key_index: dict[str | tuple[str, int], int] = {}
+        arm_index: dict[str, int] = {}
+        fields: list[float | int] = []
+        for arm, marker, reward, expires_at, scaled_reward, issuer, sequence in records:
+            if issuer is None or sequence is None:
+                offset = -1
+                index = key_index.get(marker)
+                if index is None:
+                    script_keys.append(keys.feedback_seen(name, marker))
+                    index = key_index[marker] = len(script_keys)
+            else:
+                block, offset = keys.rewarded_position(sequence)
+                index = key_index.get((issuer, block))
+                if index is None:
+                    script_keys.append(keys.feedback_rewarded(name, issuer, block))
+                    index = key_index[(issuer, block)] = len(script_keys)
+            number = arm_index.get(arm)
+            if number is None:
+                number = arm_index[arm] = len(arm_index) + 1
+            fields += (number, reward, scaled_reward, expires_at, index, offset)
+        args: list[str | int | bytes] = [
+            incarnation,
+            *rules_script_args(rules or ObservationRules(), int(now)),
+            series_expiry,
+            _encode_items((list(arm_index), fields)),
+        ]
+        all_keys = script_keys + series_keys
+
+        async def write(client: StoreClient) -> list[int]:
+            reply = await self._scripts.record_feedback(keys=all_keys, args=args, client=client)
+            if isinstance(reply, int):  # -1 stale or -2 gone: the whole batch
+                return [reply] * len(records)
+            return [code - 48 for code in reply]  # b"1" counted, b"0" duplicate
+
         with translate_redis_errors():
-            codes = await self._scripts.record_feedback(
-                keys=[keys.counters_hash(name)]
-                + [keys.feedback_seen(name, record.marker) for record in records]
-                + series_keys,
-                args=args,
+            # Under durable acknowledgements a duplicate found by this call may have been counted
+            # by another connection whose write is still on its way to the replicas: the fence, a
+            # write of this connection after it, makes WAIT cover that one too.
+            return await self._durable(
+                keys.counters_hash(name),
+                write,
+                fence=lambda codes: keys.ack_fence(name) if any(code == 0 for code in codes) else None,
             )
-        return [int(code) for code in codes]
 
     async def record_decisions(
         self,
@@ -168,23 +236,54 @@ class CounterStore:
 
         A call repeated after a lost reply (same replica and sequence) adds nothing again.
         """
-        series_keys, series_expiry = self._series_key(name, incarnation, time.time())
-        args: list[str | int] = [incarnation, series_expiry, batch.sequence, FLUSH_SEQUENCE_TTL_S, len(counters)]
-        for field, increment in counters.items():
-            args += [field, increment]
-        for field, increment in latencies.items():
-            args += [field, increment]
-        with translate_redis_errors():
-            recorded = await self._scripts.record_decisions(
-                keys=[
-                    keys.counters_hash(name),
-                    keys.latency_histogram(name),
-                    keys.flush_sequence(name, batch.replica),
-                    *series_keys,
-                ],
-                args=args,
-            )
-        return bool(recorded)
+        (outcome,) = await self.record_decisions_many([DecisionFlush(name, incarnation, counters, latencies, batch)])
+        if isinstance(outcome, StoreUnavailable):
+            raise outcome
+        return outcome
+
+    async def record_decisions_many(self, flushes: Sequence[DecisionFlush]) -> list[bool | StoreUnavailable]:
+        """Flush many experiments' counts in one pipelined round trip per Redis primary.
+
+        One outcome per flush: True, False (the experiment was reset or deleted meanwhile), or the
+        StoreUnavailable it met; on a cluster a primary that is away fails only its own flushes.
+        One script call per experiment and round trip costs ~300 µs of CPU each, most of it the
+        client's; pipelined, a replica flushing 1,000 serving experiments pays that once.
+        """
+        now = time.time()
+        calls = []
+        for flush in flushes:
+            series_keys, series_expiry = self._series_key(flush.name, flush.incarnation, now)
+            args: list[str | int] = [
+                flush.incarnation,
+                series_expiry,
+                flush.batch.sequence,
+                FLUSH_SEQUENCE_TTL_S,
+                len(flush.counters),
+            ]
+            for field, increment in flush.counters.items():
+                args += [field, increment]
+            for field, increment in flush.latencies.items():
+                args += [field, increment]
+            script_keys = [
+                keys.counters_hash(flush.name),
+                keys.latency_histogram(flush.name),
+                keys.flush_sequence(flush.name, flush.batch.replica),
+                *series_keys,
+            ]
+            calls.append((script_keys, args))
+        replies = await self._durability.pipelined(
+            [script_keys[0] for script_keys, _args in calls],
+            lambda pipe, index: self._scripts.record_decisions(keys=calls[index][0], args=calls[index][1], client=pipe),
+        )
+        return [reply if isinstance(reply, StoreUnavailable) else bool(reply) for reply in replies]
+
+    async def _durable(
+        self, key: str, write: Callable[[StoreClient], Awaitable[T]], fence: Callable[[T], str | None] | None = None
+    ) -> T:
+        """Run a script call, acknowledged as the store's durability asks (see bandit/store/durability.py)."""
+        if fence is None:
+            return await self._durability.write(key, write, self._redis)
+        return await self._durability.write(key, write, self._redis, fence)
 
     def _series_key(self, name: str, incarnation: str, now: float) -> tuple[list[str], str | int]:
         """The current series bucket as an optional script key, and the time it expires at."""

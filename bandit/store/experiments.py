@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 
 from bandit.core.errors import (
     ConcurrentUpdate,
@@ -28,7 +27,7 @@ from bandit.core.errors import (
 )
 from bandit.core.models import Experiment, ExperimentSpec
 from bandit.store import keys
-from bandit.store.connection import as_bytes_hash, as_text, translate_redis_errors
+from bandit.store.connection import StoreClient, as_bytes_hash, as_text, translate_redis_errors
 from bandit.store.lua import LuaScripts
 
 log = logging.getLogger("mab.store")
@@ -85,7 +84,7 @@ def new_incarnation() -> str:
 class ExperimentStore:
     """Reads and writes experiments in Redis."""
 
-    def __init__(self, redis: Redis, scripts: LuaScripts) -> None:
+    def __init__(self, redis: StoreClient, scripts: LuaScripts) -> None:
         self._redis = redis
         self._scripts = scripts
 

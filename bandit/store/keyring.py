@@ -16,14 +16,13 @@ import secrets
 import time
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from bandit.core.decision_ids import DecisionSigner
 from bandit.core.errors import StoreUnavailable
 from bandit.core.keyring import DEFAULT_ACTIVATE_IN_S, KEYRING_REFRESH_S, SigningKey, describe, rotated
 from bandit.store import keys
-from bandit.store.connection import translate_redis_errors
+from bandit.store.connection import StoreClient, translate_redis_errors
 
 log = logging.getLogger("mab")
 
@@ -34,7 +33,7 @@ _decode = msgspec.json.Decoder(list[SigningKey]).decode
 class KeyringStore:
     """Reads, rotates and follows the keyring every replica shares."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: StoreClient) -> None:
         self._redis = redis
 
     async def shared_secret(self) -> bytes:

@@ -52,8 +52,36 @@ def config_history(experiment: str) -> str:
 
 
 def feedback_seen(experiment: str, decision_marker: str) -> str:
-    """Marker that a decision's reward was counted; expires after the feedback window."""
+    """Marker that the reward of a decision with a random nonce (an id of an earlier release) was
+    counted (string ``1``); expires at the end of that decision's feedback window.
+
+    Bound: one key per such reward, until the last of those ids passes its window.
+    """
     return f"{PREFIX}:{{{experiment}}}:seen:{decision_marker}"
+
+
+#: Sequence numbers of one issuer per bitmap of rewarded decisions: 2^16 bits, 8 KiB at most.
+REWARDED_BLOCK_BITS = 16
+_REWARDED_OFFSET_MASK = (1 << REWARDED_BLOCK_BITS) - 1
+
+
+def feedback_rewarded(experiment: str, issuer: str, block: int) -> str:
+    """Which decisions of one issuer's block of 2^16 sequence numbers have had their reward
+    counted (string used as a bitmap: bit ``sequence & 0xFFFF``, as SETBIT numbers bits, set by
+    BITFIELD SET u1).
+
+    Bound: 8 KiB of bits per key at most (one bit per decision issued in the block, rewarded or
+    not, up to the highest rewarded one; Redis allocates up to twice that while the string
+    grows, about 16 KiB measured for a full block) and one key per (issuer, block) that got a
+    reward; the key expires as a whole at the latest end of the feedback window of the
+    decisions written into it (record_feedback.lua only moves that time later).
+    """
+    return f"{PREFIX}:{{{experiment}}}:rewarded:{issuer}:{block}"
+
+
+def rewarded_position(sequence: int) -> tuple[int, int]:
+    """The block of :func:`feedback_rewarded` a sequence number falls into, and its bit there."""
+    return sequence >> REWARDED_BLOCK_BITS, sequence & _REWARDED_OFFSET_MASK
 
 
 def flush_sequence(experiment: str, replica: str) -> str:
@@ -65,8 +93,19 @@ def flush_sequence(experiment: str, replica: str) -> str:
     return f"{PREFIX}:{{{experiment}}}:flushed:{replica}"
 
 
+def ack_fence(experiment: str) -> str:
+    """A string written only under BANDIT_ACK_REPLICAS, after a feedback batch that held a duplicate.
+
+    The duplicate's reward was counted by an earlier write, perhaps of another connection, which
+    WAIT on this connection does not cover; the fence, written on this connection after the
+    script, comes later in the replication stream, so waiting for it waits for that write too.
+    Bound: one per experiment; expires 60 s after its last write (durability.FENCE_TTL_S).
+    """
+    return f"{PREFIX}:{{{experiment}}}:ack-fence"
+
+
 def decision_marker(issued_ms: int, nonce: str) -> str:
-    """What names one decision in its seen-marker key: its issue time (ms, hex) and its nonce."""
+    """What names one decision with a random nonce in its seen-marker key: its issue time (ms, hex) and its nonce."""
     return f"{issued_ms:x}-{nonce}"
 
 

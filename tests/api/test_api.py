@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import experiment_body
+from tests.conftest import Backend, experiment_body
 from tests.servers import ModelServers, ServiceProcess, wait_until
 
 
@@ -102,8 +102,10 @@ def test_stats_carry_the_contract_fields(
 
 
 def test_lifecycle_pause_promote_resume_reset(
-    service: ServiceProcess, models: ModelServers, admin: httpx.Client, name: str
+    backend_service: ServiceProcess, models: ModelServers, backend_admin: httpx.Client, name: str
 ) -> None:
+    """On a single Redis and on a Redis Cluster."""
+    service, admin = backend_service, backend_admin
     admin.post("/api/experiments", json=experiment_body(name, models)).raise_for_status()
     old_decision = invoke(service, name)[0].headers["X-Bandit-Decision"]
 
@@ -189,8 +191,8 @@ def test_dead_upstream_answers_502_and_counts_errors(service: ServiceProcess, ad
     assert arm["healthy"] is False and arm["decisions"] == 0
 
 
-def test_state_survives_a_restart(redis_url: str, models: ModelServers, name: str) -> None:
-    service = ServiceProcess(redis_url).start()
+def test_state_survives_a_restart(backend: Backend, models: ModelServers, name: str) -> None:
+    service = ServiceProcess(backend.url, **backend.settings).start()
     try:
         headers = {"Authorization": "Bearer test-admin-token"}
         httpx.post(

@@ -15,11 +15,74 @@ def test_a_signed_id_says_what_was_decided() -> None:
     decision = SIGNER.verify(SIGNER.sign("exp-1", "v_2", "abcd1234", issued_ms=1_700_000_000_123))
     assert (decision.experiment, decision.arm, decision.incarnation) == ("exp-1", "v_2", "abcd1234")
     assert decision.issued_ms == 1_700_000_000_123
-    assert len(decision.nonce) == 16
+    assert decision.nonce == f"{decision.issuer}-{decision.sequence:x}"
+    assert decision.issuer == SIGNER.issuer and len(SIGNER.issuer) == 12
 
 
 def test_ids_are_unique() -> None:
     assert len({SIGNER.sign("e", "a", "i") for _ in range(1000)}) == 1000
+
+
+def test_each_experiment_counts_its_own_dense_sequence() -> None:
+    signer = DecisionSigner([b"secret-one"])
+    sequences = [(d.experiment, d.sequence) for d in map(signer.verify, (signer.sign(e, "a", "i") for e in "xyxxy"))]
+    assert sequences == [("x", 0), ("y", 0), ("x", 1), ("x", 2), ("y", 1)]
+    assert signer.verify(signer.sign("x", "a", "i")).issuer == signer.issuer
+
+
+def test_every_signer_is_an_issuer_of_its_own() -> None:
+    """Two workers, or a process before and after a restart, never share sequence numbers."""
+    issuers = {DecisionSigner([b"secret-one"]).issuer for _ in range(100)}
+    assert len(issuers) == 100
+    assert all(len(issuer) == 12 and int(issuer, 16) >= 0 for issuer in issuers)
+
+
+def test_a_forked_child_draws_a_new_issuer() -> None:
+    import os
+
+    signer = DecisionSigner([b"secret-one"])
+    signer.sign("x", "a", "i")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its issuer and next sequence, then leave at once
+        decision = signer.verify(signer.sign("x", "a", "i"))
+        os.write(write, f"{decision.issuer} {decision.sequence}".encode())
+        os._exit(0)
+    os.close(write)
+    issuer, sequence = os.read(read, 100).decode().split()
+    os.waitpid(pid, 0)
+    assert issuer != signer.issuer and sequence == "0"
+    assert signer.verify(signer.sign("x", "a", "i")).sequence == 1
+
+
+def test_the_sequence_cannot_be_changed_without_the_key() -> None:
+    pieces = SIGNER.sign("exp", "v1", "abcd1234").split(".")
+    issuer, _, sequence = pieces[5].partition("-")
+    for nonce in (f"{issuer}-{int(sequence, 16) + 1:x}", f"{issuer}-10000", f"{issuer[::-1]}-{sequence}"):
+        with pytest.raises(ForgedDecision, match="forged or altered"):
+            SIGNER.verify(".".join([*pieces[:5], nonce, pieces[6]]))
+
+
+def test_a_signed_nonce_that_is_not_issuer_dash_hex_is_refused() -> None:
+    for nonce in ("abc-", "-12", "abc-xyz", "ABC-12"):
+        payload = f"exp.v1.abcd1234.lz2bq1xs.0.{nonce}"
+        with pytest.raises(ForgedDecision, match="not a valid decision id"):
+            SIGNER.verify(f"{payload}.{SIGNER._signature(SIGNER._signing, payload)}")
+
+
+def test_ids_with_a_random_nonce_still_verify_without_a_sequence() -> None:
+    """Ids of earlier releases (16 random hex digits), and what sequenced=False signs for benchmarks."""
+    payload = "exp.v1.abcd1234.lz2bq1xs.2bq.0123456789abcdef"
+    decision = SIGNER.verify(f"{payload}.{SIGNER._signature(SIGNER._signing, payload)}")
+    assert (decision.nonce, decision.issuer, decision.sequence, decision.latency_us) == (
+        "0123456789abcdef",
+        None,
+        None,
+        int("2bq", 36),
+    )
+    legacy = DecisionSigner([b"secret-one"], sequenced=False)
+    decision = SIGNER.verify(legacy.sign("exp", "v1", "abcd1234"))
+    assert (len(decision.nonce), decision.issuer, decision.sequence) == (16, None, None)
 
 
 def test_the_request_latency_travels_signed_in_the_id() -> None:
@@ -32,7 +95,7 @@ def test_ids_from_before_latencies_still_verify() -> None:
     payload = "exp.v1.abcd1234.lz2bq1xs.0123456789abcdef"
     legacy = f"{payload}.{SIGNER._signature(SIGNER._signing, payload)}"
     decision = SIGNER.verify(legacy)
-    assert (decision.arm, decision.latency_us) == ("v1", None)
+    assert (decision.arm, decision.latency_us, decision.sequence) == ("v1", None, None)
 
 
 @pytest.mark.parametrize("part", range(7))

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from loadtest.traffic import run_traffic
-from tests.conftest import experiment_body
+from tests.conftest import Backend, experiment_body
 from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess, wait_until
 
 # One-second buckets, so a short test sees several of them.
@@ -22,10 +22,10 @@ FAST_HISTORY = {"BANDIT_SERIES_BUCKET": "1", "BANDIT_SERIES_BUCKETS": "600"}
 
 
 @pytest.fixture(scope="module")
-def replicas(clean_test_db: str, models: ModelServers) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    """Two replicas sharing only Redis."""
-    first = ServiceProcess(clean_test_db, **FAST_HISTORY).start()
-    second = ServiceProcess(clean_test_db, **FAST_HISTORY).start()
+def replicas(backend: Backend, models: ModelServers) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Two replicas sharing only Redis: one Redis, or a Redis Cluster (each test runs on both)."""
+    first = ServiceProcess(backend.url, **FAST_HISTORY, **backend.settings).start()
+    second = ServiceProcess(backend.url, **FAST_HISTORY, **backend.settings).start()
     yield first, second
     first.stop()
     second.stop()

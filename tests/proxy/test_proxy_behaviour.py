@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bandit.cli.local_redis import free_port
+from tests.conftest import Backend
 from tests.servers import ModelServers, ServiceProcess, wait_until
 
 MB = 1024 * 1024
@@ -217,11 +218,15 @@ def test_an_arm_killed_mid_run_is_ejected_and_returns_after_restart(big_service:
         victim.stop()
 
 
-def test_a_config_change_reaches_every_worker_within_a_second(
-    clean_test_db: str, models: ModelServers, name: str
+def test_a_config_change_reaches_every_worker_of_every_replica_within_a_second(
+    backend: Backend, models: ModelServers, name: str
 ) -> None:
+    """On a single Redis and on a Redis Cluster, where the notice is published on one node and
+    each replica listens on whichever node it picked."""
     # Polling every 30 s: only the pub/sub change notice can deliver the change in time.
-    service = ServiceProcess(clean_test_db, BANDIT_WORKERS="2", BANDIT_REFRESH_INTERVAL="30").start()
+    quiet = {"BANDIT_REFRESH_INTERVAL": "30", **backend.settings}
+    service = ServiceProcess(backend.url, BANDIT_WORKERS="2", **quiet).start()
+    other = ServiceProcess(backend.url, **quiet).start()
     try:
         arms = [{"name": "v1", "url": models.urls["v1"]}, {"name": "v2", "url": models.urls["v2"]}]
         create(service, name, arms, policy={"kind": "static", "weights": [1, 0]})
@@ -233,6 +238,8 @@ def test_a_config_change_reaches_every_worker_within_a_second(
             5,
             "both workers know the experiment",
         )
+        # The other replica routes it from a snapshot too, which only the notice can update.
+        assert httpx.post(f"{other.url}/invoke/{name}/predict", json={}).headers["x-bandit-arm"] == "v1"
         with httpx.Client(base_url=service.url, headers={"Authorization": "Bearer test-admin-token"}) as admin:
             admin.patch(f"/api/experiments/{name}", json={"policy": {"kind": "static", "weights": [0, 1]}})
         changed_at = time.monotonic()
@@ -241,5 +248,10 @@ def test_a_config_change_reaches_every_worker_within_a_second(
             httpx.post(f"{service.url}/invoke/{name}/predict", json={}).headers["x-bandit-arm"] for _ in range(60)
         )
         assert arms_served == {"v2": 60}, (arms_served, time.monotonic() - changed_at)
+        served_by_other = Counter(
+            httpx.post(f"{other.url}/invoke/{name}/predict", json={}).headers["x-bandit-arm"] for _ in range(20)
+        )
+        assert served_by_other == {"v2": 20}, served_by_other
     finally:
         service.stop()
+        other.stop()

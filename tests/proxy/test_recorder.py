@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import pytest
 from redis.asyncio import Redis
@@ -9,7 +11,7 @@ from redis.asyncio import Redis
 from bandit.core.errors import StoreUnavailable
 from bandit.core.models import ExperimentSpec
 from bandit.store import keys
-from bandit.store.counters import CounterStore, DecisionBatch
+from bandit.store.counters import CounterStore, DecisionBatch, DecisionFlush
 from bandit.store.lua import LuaScripts
 from bandit.store.redis_store import RedisStore
 from proxy.recorder import DecisionRecorder
@@ -29,19 +31,12 @@ class RepliesLost(CounterStore):
     losing = True
     sent: list[DecisionBatch]
 
-    async def record_decisions(
-        self,
-        name: str,
-        incarnation: str,
-        counters: dict[str, int],
-        latencies: dict[str, int],
-        batch: DecisionBatch,
-    ) -> bool:
-        self.sent.append(batch)
-        recorded = await super().record_decisions(name, incarnation, counters, latencies, batch)
+    async def record_decisions_many(self, flushes: Sequence[DecisionFlush]) -> list[bool | StoreUnavailable]:
+        self.sent.extend(flush.batch for flush in flushes)
+        outcomes = await super().record_decisions_many(flushes)
         if self.losing:
-            raise StoreUnavailable()
-        return recorded
+            return [StoreUnavailable() for _ in outcomes]
+        return outcomes
 
 
 async def decisions(redis: Redis, arm: str) -> int:

@@ -30,8 +30,11 @@ _ARM_HELPERS = [
 
 def _lua_literals() -> set[str]:
     scripts = resources.files("bandit.store.lua")
-    sources = [entry.read_text(encoding="utf-8") for entry in scripts.iterdir() if entry.name.endswith(".lua")]
-    assert len(sources) == 4
+    files = [entry for entry in scripts.iterdir() if entry.name.endswith(".lua")]
+    # Every script LuaScripts registers is read, so a new one cannot slip past these checks.
+    registered = {"create_experiment", "update_experiment", "record_feedback", "record_decisions", "read_decisions"}
+    assert {entry.name.removesuffix(".lua") for entry in files} == registered
+    sources = [entry.read_text(encoding="utf-8") for entry in files]
     code = [re.sub(r"--.*", "", source) for source in sources]  # comments hold apostrophes
     return {literal for source in code for literal in re.findall(r"'([^']*)'", source)}
 

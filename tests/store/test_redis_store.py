@@ -151,3 +151,110 @@ async def test_an_experiment_stored_under_older_rules_is_named_not_a_crash(redis
     assert [experiment.name for experiment in await store.experiments.list_all()] == ["good"]
     await store.experiments.delete("old.style")
     assert await redis.get(keys.config("old.style")) is None
+
+
+# -- decisions with an issuer and a sequence number: one bit each in a bitmap per block --------
+
+
+def sequenced(arm: str, sequence: int, issuer: str = "0badc0ffee00", expires_at: int | None = None) -> FeedbackRecord:
+    expiry = int(time.time()) + 600 if expires_at is None else expires_at
+    return FeedbackRecord(arm=arm, marker="", reward=1.0, expires_at=expiry, issuer=issuer, sequence=sequence)
+
+
+async def test_a_sequenced_reward_counts_once_in_a_batch_and_across_batches(redis: Redis) -> None:
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    batch = [sequenced("a", 5), sequenced("a", 5), sequenced("b", 6), sequenced("b", 5, issuer="another0000")]
+    assert await store.counters.record_feedback("shop", incarnation, batch) == [1, 0, 1, 1]
+    assert await store.counters.record_feedback("shop", incarnation, batch) == [0, 0, 0, 0]
+    assert await store.counters.record_feedback("shop", incarnation, [sequenced("a", 7)]) == [1]
+    assert (await store.counters.read("shop", ["a", "b"])).rewards.tolist() == [2, 2]
+    # No key per reward: one bitmap per issuer, with exactly the rewarded bits set.
+    assert sorted(k.decode() for k in await redis.keys("mab:{shop}:*")) == sorted(
+        [
+            keys.config("shop"),
+            keys.counters_hash("shop"),
+            keys.feedback_rewarded("shop", "0badc0ffee00", 0),
+            keys.feedback_rewarded("shop", "another0000", 0),
+        ]
+    )
+    bitmap = keys.feedback_rewarded("shop", "0badc0ffee00", 0)
+    assert [await redis.getbit(bitmap, offset) for offset in range(9)] == [0, 0, 0, 0, 0, 1, 1, 1, 0]
+    assert await redis.bitcount(bitmap) == 3
+
+
+async def test_a_batch_mixing_old_and_new_ids_counts_each_once(redis: Redis) -> None:
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    batch = [record("a", "legacy-1"), sequenced("a", 0), record("b", "legacy-1"), sequenced("b", 0), record("b", "x")]
+    assert await store.counters.record_feedback("shop", incarnation, batch) == [1, 1, 0, 0, 1]
+    assert await store.counters.record_feedback("shop", incarnation, batch[::-1]) == [0, 0, 0, 0, 0]
+    assert (await store.counters.read("shop", ["a", "b"])).rewards.tolist() == [2, 1]
+    assert await redis.get(keys.feedback_seen("shop", "legacy-1")) == b"1"
+    assert await redis.getbit(keys.feedback_rewarded("shop", "0badc0ffee00", 0), 0) == 1
+
+
+async def test_concurrent_sequenced_duplicates_count_once(redis: Redis) -> None:
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    # Two issuers, sequences crossing a block boundary, every batch sent by 8 clients at once.
+    records = [sequenced("a" if i % 2 else "b", 65_436 + i, issuer=f"{i % 2:012x}") for i in range(200)]
+    results = await asyncio.gather(
+        *(store.counters.record_feedback("shop", incarnation, records[::step]) for step in (1, -1) * 4)
+    )
+    assert sum(sum(codes) for codes in results) == 200
+    assert (await store.counters.read("shop", ["a", "b"])).rewards.tolist() == [100, 100]
+
+
+async def test_sequences_either_side_of_a_block_boundary_use_two_bitmaps(redis: Redis) -> None:
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    issuer = "0badc0ffee00"
+    codes = await store.counters.record_feedback(
+        "shop", incarnation, [sequenced("a", 65_535), sequenced("a", 65_536), sequenced("a", 0)]
+    )
+    assert codes == [1, 1, 1]
+    first, second = keys.feedback_rewarded("shop", issuer, 0), keys.feedback_rewarded("shop", issuer, 1)
+    assert keys.rewarded_position(65_535) == (0, 65_535) and keys.rewarded_position(65_536) == (1, 0)
+    assert (await redis.getbit(first, 65_535), await redis.getbit(first, 0)) == (1, 1)
+    assert (await redis.getbit(second, 0), await redis.bitcount(second)) == (1, 1)
+    # The bound of one bitmap: 2^16 bits, 8 KiB, whatever bit is written.
+    assert await redis.strlen(first) == 8192 and await redis.strlen(second) == 1
+    # 65536 is not 0 of the first block again, nor 65535 the second's.
+    assert await store.counters.record_feedback("shop", incarnation, [sequenced("a", 131_071)]) == [1]
+    assert await redis.strlen(second) == 8192
+    assert (await store.counters.read("shop", ["a"])).rewards.tolist() == [4]
+
+
+async def test_a_bitmap_expires_with_the_latest_decision_written_into_it(redis: Redis) -> None:
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    now = int(time.time())
+    bitmap = keys.feedback_rewarded("shop", "0badc0ffee00", 0)
+    # The first write gives the new key (no TTL yet) the latest expiry of its batch.
+    batch = [sequenced("a", seq, expires_at=now + ttl) for seq, ttl in ((1, 300), (2, 500), (3, 400))]
+    await store.counters.record_feedback("shop", incarnation, batch)
+    assert await redis.expiretime(bitmap) == now + 500
+    # An earlier one never shortens it; a later one extends it.
+    await store.counters.record_feedback("shop", incarnation, [sequenced("a", 4, expires_at=now + 200)])
+    assert await redis.expiretime(bitmap) == now + 500
+    await store.counters.record_feedback("shop", incarnation, [sequenced("a", 5, expires_at=now + 900)])
+    assert await redis.expiretime(bitmap) == now + 900
+    await store.counters.record_feedback("shop", incarnation, [sequenced("a", 5, expires_at=now + 2000)])
+    # A duplicate whose window ends later (the experiment's window_s was lengthened since) extends it
+    # too, so its bit outlives its new window.
+    assert await redis.expiretime(bitmap) == now + 2000
+    # A stale or gone batch writes no bit and sets no expiry.
+    assert await store.counters.record_feedback("shop", "old", [sequenced("a", 6, issuer="stale0000000")]) == [-1]
+    assert await redis.exists(keys.feedback_rewarded("shop", "stale0000000", 0)) == 0
+
+
+async def test_a_bitmap_goes_as_a_whole_at_its_expiry(redis: Redis) -> None:
+    """Past the latest window written into it (ingest refuses those decisions with 410 by then)."""
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    bitmap = keys.feedback_rewarded("shop", "0badc0ffee00", 0)
+    await store.counters.record_feedback("shop", incarnation, [sequenced("a", 1, expires_at=int(time.time()) + 1)])
+    assert await redis.ttl(bitmap) in (0, 1)
+    await asyncio.sleep(2.1)
+    assert await redis.exists(bitmap) == 0

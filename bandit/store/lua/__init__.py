@@ -7,8 +7,9 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: the package's namespace stays its one export
-    from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
+
+    from bandit.store.connection import StoreClient
 
 __all__ = ["LuaScripts"]
 
@@ -20,8 +21,9 @@ def _source(name: str) -> str:
 class LuaScripts:
     """Each script of this folder as an EVALSHA callable (falling back to EVAL once)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: StoreClient) -> None:
         self.create_experiment: AsyncScript = redis.register_script(_source("create_experiment"))
         self.update_experiment: AsyncScript = redis.register_script(_source("update_experiment"))
         self.record_feedback: AsyncScript = redis.register_script(_source("record_feedback"))
         self.record_decisions: AsyncScript = redis.register_script(_source("record_decisions"))
+        self.read_decisions: AsyncScript = redis.register_script(_source("read_decisions"))
