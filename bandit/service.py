@@ -28,6 +28,7 @@ from bandit.api.auth import admin_guard
 from bandit.api.errors import http_error, service_error, unexpected_error, validation_error
 from bandit.api.openapi import StrictStructSchemaPlugin
 from bandit.api.routes import api_routes
+from bandit.api.stats import StatsMemo
 from bandit.core.decision_ids import DecisionSigner
 from bandit.core.errors import MabError, StoreUnavailable
 from bandit.core.keyring import SigningKey
@@ -77,6 +78,7 @@ _PROVIDED: dict[str, Callable[[Parts], Any]] = {
     "routing": lambda parts: parts.registry,
     "health": lambda parts: parts.health,
     "stats_cache": lambda parts: parts.stats_cache,
+    "stats_memo": lambda parts: parts.stats_cache.memo,
 }
 
 
@@ -123,7 +125,7 @@ def _probe_targets(registry: SnapshotRegistry) -> list[tuple[str, str]]:
 @contextlib.asynccontextmanager
 async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     """Connect to Redis, build every part, run the background loops, and tear everything down on exit."""
-    store = RedisStore.from_url(settings.redis_url, SeriesLayout(settings.series_bucket_s, settings.series_buckets))
+    store = RedisStore.from_settings(settings, SeriesLayout(settings.series_bucket_s, settings.series_buckets))
     timeouts = Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s)
     client = make_upstream_client(settings.upstream_client, timeouts)
     try:
@@ -131,7 +133,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         ring = await _shared_keyring(settings, store.keyring) if use_shared_keyring else _configured_keyring(settings)
         signer = DecisionSigner(ring)
         registry = SnapshotRegistry(store.experiments, np.random.default_rng(), settings.refresh_interval_s, timeouts)
-        recorder = DecisionRecorder(store.counters, settings.flush_interval_s)
+        recorder = DecisionRecorder(store.counters, settings.flush_interval_s, on_counted=registry.note_served)
         health = ArmHealth()
         mirror = ShadowMirror(client, recorder, health, queue_size=settings.shadow_queue_size)
         proxy = ProxyApp(
@@ -144,8 +146,10 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             mirror=mirror,
             sticky=StickyAssignments(ttl_s=settings.sticky_ttl_s),
         )
-        # Stats are recomputed at most once per events interval, shared by every watcher.
-        stats_cache = StatsCache(store.experiments, store.counters, health, max_age_s=settings.events_interval_s * 0.9)
+        # Stats are recomputed only when their inputs change, shared by the stats endpoint, every
+        # watcher and the sampler; the dashboard reads them at most once per events interval.
+        stats_memo = StatsMemo(store.series, health)
+        stats_cache = StatsCache(stats_memo, store.series, max_age_s=settings.events_interval_s * 0.9)
         sampler = SeriesSampler(store.series, stats_cache, registry, interval_s=SAMPLE_INTERVAL_S)
         with contextlib.suppress(StoreUnavailable):
             await registry.refresh_all()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,13 @@ NEGATIVE_TTL_S = 1.0
 #: decisions/s a 0.5 s poll would route 1,000 decisions on statistics that ignore their
 #: predecessors' rewards, which shows up directly as regret.
 REWARDED_REFRESH_S = 0.05
+#: An experiment that served no request here for this long is re-read only every
+#: IDLE_REFRESH_S rather than every refresh interval: the poll's cost follows this process's
+#: traffic, not the number of experiments (about 50 µs of CPU per experiment and read). Config
+#: changes still arrive at once through the change notices, and an experiment that starts
+#: serving again is back on the fast poll after its first flush.
+ACTIVE_WINDOW_S = 10.0
+IDLE_REFRESH_S = 10.0
 #: Back-off between attempts to subscribe to change notices again after losing Redis.
 RESUBSCRIBE_FIRST_S = 0.1
 RESUBSCRIBE_MAX_S = 2.0
@@ -52,6 +61,9 @@ class SnapshotRegistry:
         self.snapshots: dict[str, Snapshot] = {}
         self._missing: dict[str, float] = {}
         self._rewarded: set[str] = set()
+        # When each experiment last served a request here, and when it was last read.
+        self._served_at: dict[str, float] = {}
+        self._read_at: dict[str, float] = {}
         # The record each experiment last failed to build from, so each failure is logged once.
         self._failed: dict[str, bytes | None] = {}
         self.last_refresh = 0.0
@@ -91,6 +103,12 @@ class SnapshotRegistry:
         for record in await self._experiments.routing_records(names):
             self._install(record)
 
+    def note_served(self, names: Iterable[str]) -> None:
+        """These experiments served requests here: keep them on the fast poll (the recorder tells)."""
+        now = time.monotonic()
+        for name in names:
+            self._served_at[name] = now
+
     def note_rewarded(self, name: str) -> None:
         """This process counted rewards for `name`: re-read it soon (see REWARDED_REFRESH_S)."""
         if name in self.snapshots:
@@ -112,13 +130,34 @@ class SnapshotRegistry:
 
     async def refresh_all(self) -> None:
         """Re-read every experiment in two pipelined round trips."""
+        await self._refresh(everything=True)
+
+    async def refresh_due(self) -> None:
+        """Re-read the experiments that served here lately, new ones, and idle ones every IDLE_REFRESH_S."""
+        await self._refresh(everything=False)
+
+    async def _refresh(self, everything: bool) -> None:
         names = await self._experiments.names()
-        records = await self._experiments.routing_records(names)
+        now = time.monotonic()
+        due = [name for name in names if everything or self._due(name, now)]
+        records = await self._experiments.routing_records(due)
         for gone in set(self.snapshots) - set(names):
             del self.snapshots[gone]
+        for forgotten in set(self._read_at) - set(names):
+            self._read_at.pop(forgotten, None)
+            self._served_at.pop(forgotten, None)
         for record in records:
             self._install(record)
+            self._read_at[record.name] = now
         self.last_refresh = time.time()
+
+    def _due(self, name: str, now: float) -> bool:
+        read_at = self._read_at.get(name)
+        if read_at is None or name not in self.snapshots:
+            return True
+        if now - self._served_at.get(name, -math.inf) < ACTIVE_WINDOW_S:
+            return True
+        return now - read_at >= IDLE_REFRESH_S
 
     def _install(self, record: RoutingRecord) -> None:
         """Rebuild one snapshot; a record that cannot be built is logged and skipped, so one bad
@@ -154,7 +193,7 @@ class SnapshotRegistry:
         """Refresh every experiment forever; Redis outages are logged and waited out."""
         while True:
             try:
-                await self.refresh_all()
+                await self.refresh_due()
             except StoreUnavailable:
                 log.warning("Redis unavailable: routing from the last snapshot")
             except Exception:  # a bad record must not stop the loop that keeps routing fresh

@@ -11,13 +11,12 @@ from msgspec import UNSET
 
 from bandit.api.errors import explain
 from bandit.api.parameters import ExperimentName
-from bandit.api.stats import compute_stats
+from bandit.api.stats import StatsMemo
 from bandit.core.errors import ArmNotFound, InvalidInput
 from bandit.core.models import Experiment, ExperimentPatch, ExperimentSpec, PromoteRequest, StaticSettings
 from bandit.core.payloads import ExperimentStats
-from bandit.core.ports import HealthView, Routing
+from bandit.core.ports import Routing
 from bandit.core.settings import Settings
-from bandit.store.counters import CounterStore
 from bandit.store.experiments import ExperimentStore
 
 
@@ -130,10 +129,10 @@ class ExperimentsController(Controller):
         return await _update(experiments, routing, name, lambda e: e, reset_statistics=True)
 
     @get("/{name:str}/stats")
-    async def stats(
-        self, name: ExperimentName, experiments: ExperimentStore, counters: CounterStore, health: HealthView
-    ) -> ExperimentStats:
-        return await compute_stats(counters, health, await experiments.get(name))
+    async def stats(self, name: ExperimentName, stats_memo: StatsMemo) -> ExperimentStats:
+        # Read from Redis now, recomputed only if the counters, settings or arm health changed
+        # since the dashboard (or an earlier call) last computed them.
+        return (await stats_memo.current(name)).stats
 
 
 async def _update(

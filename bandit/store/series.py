@@ -11,14 +11,32 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from redis.asyncio import Redis
 
+from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import quantile
 from bandit.store import keys
-from bandit.store.connection import translate_redis_errors
+from bandit.store.connection import StoreClient, translate_redis_errors
+from bandit.store.durability import KeyConnections
+from bandit.store.lua import LuaScripts
+from bandit.store.stats_reads import StatsInputs, read_counters, read_stats_inputs
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The posterior of one experiment to write into its current bucket."""
+
+    name: str
+    incarnation: str
+    p_best: dict[str, float]
+    means: dict[str, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +130,18 @@ def _empty_series(layout: SeriesLayout, arms: list[str]) -> Series:
 class SeriesStore:
     """Reads and samples the buckets of one Redis."""
 
-    def __init__(self, redis: Redis, layout: SeriesLayout) -> None:
+    def __init__(
+        self,
+        redis: StoreClient,
+        layout: SeriesLayout,
+        scripts: LuaScripts | None = None,
+        connections: KeyConnections | None = None,
+    ) -> None:
         self._redis = redis
         self.layout = layout
+        self._scripts = scripts or LuaScripts(redis)
+        # A pipeline per primary (redis-py's cluster pipelines refuse scripts).
+        self._connections = connections or KeyConnections(redis)
 
     async def read(
         self, name: str, incarnation: str, arms: list[str], since_unix_s: float | None = None, now: float | None = None
@@ -154,12 +181,56 @@ class SeriesStore:
     async def write_samples(
         self, name: str, incarnation: str, unix_s: float, p_best: dict[str, float], means: dict[str, float | None]
     ) -> None:
+        await self.write_many_samples([Sample(name, incarnation, p_best, means)], unix_s)
+
+    async def write_many_samples(self, samples: Sequence[Sample], unix_s: float) -> None:
+        """Write each sample into its experiment's current bucket, all in one pipelined round trip."""
+        if not samples:
+            return
         bucket = self.layout.bucket_of(unix_s)
-        fields: dict[str, str] = {keys.p_best_field(arm): repr(value) for arm, value in p_best.items()}
-        fields.update({keys.mean_field(arm): "" if value is None else repr(value) for arm, value in means.items()})
-        key = keys.series(name, incarnation, bucket)
         with translate_redis_errors():
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping type is too narrow
-                pipe.expireat(key, self.layout.expire_at(bucket))
+                for sample in samples:
+                    fields = {keys.p_best_field(arm): repr(value) for arm, value in sample.p_best.items()}
+                    fields |= {keys.mean_field(arm): "" if v is None else repr(v) for arm, v in sample.means.items()}
+                    key = keys.series(sample.name, sample.incarnation, bucket)
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping type is too narrow
+                    # The claim set the expiry already; again in case the key was gone meanwhile, so no
+                    # bucket is ever left without one.
+                    pipe.expireat(key, self.layout.expire_at(bucket))
                 await pipe.execute()
+
+    async def decisions_in(
+        self, reads: Sequence[tuple[str, str, Sequence[str], Sequence[int]]]
+    ) -> list[list[dict[str, int]]]:
+        """For each (experiment, incarnation, arms, buckets): the decisions per arm in each of those
+        buckets. Only the decision fields are read, one script call per experiment (read_decisions.lua),
+        every experiment in one round trip."""
+        if not reads:
+            return []
+        script = self._scripts.read_decisions
+
+        def queue(pipe: Pipeline, index: int) -> Awaitable[Any]:
+            name, incarnation, arms, buckets = reads[index]
+            bucket_keys = [keys.series(name, incarnation, bucket) for bucket in buckets]
+            return script(keys=bucket_keys, args=[keys.decisions_field(arm) for arm in arms], client=pipe)
+
+        replies: list[Any] = []
+        for reply in await self._connections.pipelined([keys.counters_hash(name) for name, *_ in reads], queue):
+            if isinstance(reply, StoreUnavailable):
+                raise reply
+            replies.append(reply)
+        return [
+            [{arm: int(_number(raw)) for arm, raw in zip(arms, bucket_reply, strict=True)} for bucket_reply in reply]
+            for (_, _, arms, _), reply in zip(reads, replies, strict=True)
+        ]
+
+    async def read_stats_inputs(self, names: Sequence[str], config: bool = True) -> list[StatsInputs]:
+        """What the stats of each experiment are computed from, raw, in one round trip
+        (:mod:`bandit.store.stats_reads`; here because this store holds the client the
+        dashboard reads with)."""
+        return await read_stats_inputs(self._redis, names, config)
+
+    async def read_counters(self, names: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """Each experiment's counters hash, raw, in one round trip (to tell which changed)."""
+        return await read_counters(self._redis, names)
