@@ -31,13 +31,12 @@ import redis
 
 from bandit.cli.local_redis import free_port
 from bandit.store import keys
-from loadtest.processes import spawn, stop, wait_http
+from loadtest.processes import spawn, stop, tree_cpu_seconds, wait_http
 
 ARMS = ("a", "b", "c")
 #: Figures of the issue (12) for the code before it, at 10, 100 and 500 experiments.
 ISSUE_ANCHORS = {10: ("2 %", "10 ms"), 100: ("15 %", "58 ms"), 500: ("79 %", "2.8 s")}
 TOKEN = "idle-bench-token"
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def seed_counters(client: redis.Redis, names: list[str]) -> None:
@@ -59,33 +58,6 @@ def seed_counters(client: redis.Redis, names: list[str]) -> None:
             pipe.hset(keys.counters_hash(name), mapping=fields)  # type: ignore[arg-type]
             pipe.hset(keys.latency_histogram(name), mapping=latencies)  # type: ignore[arg-type]
         pipe.execute()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def cpu_seconds(root: int) -> float:
-    """User + system CPU of `root` and all its descendants (all threads of each), in seconds."""
-    total, pending = 0.0, [root]
-    while pending:
-        pid = pending.pop()
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
-        pending += _children(pid)
-    return total
 
 
 def measure(root: Path, redis_url: str, count: int, args: argparse.Namespace) -> tuple[float, float, float]:
@@ -119,9 +91,9 @@ def measure(root: Path, redis_url: str, count: int, args: argparse.Namespace) ->
                 api.post("/api/experiments", json=body).raise_for_status()
             seed_counters(client, names)
             time.sleep(args.settle + args.settle_per_experiment * count)
-            before, started = cpu_seconds(service.pid), time.monotonic()
+            before, started = tree_cpu_seconds(service.pid), time.monotonic()
             time.sleep(args.seconds)
-            cpu = 100 * (cpu_seconds(service.pid) - before) / (time.monotonic() - started)
+            cpu = 100 * (tree_cpu_seconds(service.pid) - before) / (time.monotonic() - started)
             latencies = []
             for _ in range(args.gets):
                 sent = time.perf_counter()

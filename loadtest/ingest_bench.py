@@ -37,7 +37,7 @@ import redis
 from bandit.cli.local_cluster import LocalCluster
 from bandit.cli.local_redis import free_port, start_redis
 from bandit.core.decision_ids import DecisionSigner
-from loadtest.processes import spawn, stop, wait_http
+from loadtest.processes import spawn, stop, tree_cpu_seconds, wait_http
 
 TOKEN = "bench-admin-token"
 SECRET = secrets.token_hex(16)
@@ -65,28 +65,6 @@ class Result:
     @property
     def redis_cpu_us_per_reward(self) -> float:
         return self.redis_cpu_s / max(self.accepted, 1) * 1e6
-
-
-def _cpu_seconds(root_pid: int) -> float:
-    """User + system CPU of `root_pid` and every descendant, from /proc (children that exited not included)."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    pids = [root_pid]
-    seen: set[int] = set()
-    while pids:
-        pid = pids.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pids.extend(int(child) for child in children)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 def _redis_cpu_seconds(ports: list[int]) -> float:
@@ -178,13 +156,13 @@ def measure(
             multiprocessing.Process(target=_post_all, args=(url, share, args.clients // LOAD_PROCESSES, results))
             for share in shares
         ]
-        cpu_before, redis_before = _cpu_seconds(pid), _redis_cpu_seconds(ports)
+        cpu_before, redis_before = tree_cpu_seconds(pid), _redis_cpu_seconds(ports)
         started = time.perf_counter()
         for worker in workers:
             worker.start()
         accepted = sum(results.get(timeout=600) for _ in workers)
         seconds = time.perf_counter() - started
-        cpu = _cpu_seconds(pid) - cpu_before
+        cpu = tree_cpu_seconds(pid) - cpu_before
         redis_cpu = _redis_cpu_seconds(ports) - redis_before
         for worker in workers:
             worker.join()
@@ -244,13 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     for processes in counts:
         single, cluster = by_key.get(("redis", processes)), by_key.get(("cluster", processes))
         cells = []
-        for result in (single, cluster):
+        for measured in (single, cluster):
             cells += (
                 [
-                    f"{result.per_second:,.0f}",
-                    f"{result.cpu_us_per_reward:.1f}, {result.redis_cpu_us_per_reward:.1f}",
+                    f"{measured.per_second:,.0f}",
+                    f"{measured.cpu_us_per_reward:.1f}, {measured.redis_cpu_us_per_reward:.1f}",
                 ]
-                if result
+                if measured
                 else ["-", "-"]
             )
         ratio = f"{cluster.per_second / single.per_second:.2f}" if single and cluster else "-"

@@ -90,3 +90,26 @@ def children(pid: int) -> list[int]:
             if int(ppid) == pid and state not in ("Z", "X"):
                 found.append(int(status.parent.name))
     return sorted(found)
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of `root` and every live descendant (all threads of each), from /proc (Linux).
+
+    Children are found through /proc/<pid>/task/<tid>/children; a process that exited is not
+    counted any more, so measure across a window in which the processes keep running.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending, seen = 0.0, [root], set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue  # exited meanwhile
+    return total

@@ -36,6 +36,15 @@ def test_help_lists_every_command() -> None:
         (["serve", "--workers", "0"], {}, "Setting 'workers' (BANDIT_WORKERS) must be >= 1"),
         (["serve"], {"BANDIT_PORT": "eighty"}, "invalid setting"),
         (["serve"], {"BANDIT_UPSTREAM_CLIENT": "curl"}, "invalid setting"),
+        (["serve", "--redis-cluster"], {}, "BANDIT_REDIS_CLUSTER needs BANDIT_REDIS_URL naming a node"),
+        (
+            ["serve", "--redis-cluster", "--redis-url", "redis://127.0.0.1:7000/3"],
+            {},
+            "a Redis Cluster has only database 0",
+        ),
+        (["serve"], {"BANDIT_ACK_REPLICAS": "-1"}, "BANDIT_ACK_REPLICAS must be >= 0"),
+        (["serve"], {"BANDIT_ACK_TIMEOUT": "0"}, "BANDIT_ACK_TIMEOUT > 0"),
+        (["serve"], {"BANDIT_REDIS_CLUSTER": "maybe"}, "invalid setting"),
     ],
 )
 def test_bad_settings_stop_serve_with_the_setting_named(args: list[str], environ: dict[str, str], message: str) -> None:

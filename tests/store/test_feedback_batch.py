@@ -8,43 +8,24 @@ import time
 from collections import Counter
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 from redis.asyncio import Redis
 
 from bandit.cli.local_redis import start_redis
-from bandit.core.models import ExperimentSpec, GradientSettings, LearningSettings
+from bandit.core.models import ExperimentSpec
 from bandit.core.policy_adapter import observation_rules, policy_discount
 from bandit.store import keys
 from bandit.store.connection import StoreClient
 from bandit.store.counters import FeedbackRecord
 from bandit.store.durability import FENCE_TTL_S, NotReplicated
 from bandit.store.redis_store import RedisStore
-from policies import GradientStep, PageHinkley, StatisticsTracker
-
-ARMS = ["a", "b", "c"]
-
-
-def spec(policy: dict[str, Any], name: str = "batch") -> ExperimentSpec:
-    arms = [{"name": arm, "url": f"http://127.0.0.1:{9000 + i}"} for i, arm in enumerate(ARMS)]
-    return msgspec.convert({"name": name, "arms": arms, "policy": policy}, ExperimentSpec)
+from tests.store import mirror
+from tests.store.mirror import ARMS, tracker_for
 
 
-def tracker_for(experiment: ExperimentSpec) -> StatisticsTracker:
-    policy = experiment.policy
-    assert isinstance(policy, LearningSettings)
-    detector = policy.change_detection
-    return StatisticsTracker(
-        len(ARMS),
-        discount=policy.discount,
-        change_detection=PageHinkley(detector.delta, detector.threshold, detector.action) if detector else None,
-        gradient=(
-            GradientStep(policy.step_size, policy.momentum, policy.baseline)
-            if isinstance(policy, GradientSettings)
-            else None
-        ),
-    )
+def spec(policy: dict[str, Any]) -> ExperimentSpec:
+    return mirror.spec(policy, "batch")
 
 
 def decision(t: int, arm: str, reward: float, expires_at: int) -> FeedbackRecord:

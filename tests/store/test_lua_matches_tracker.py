@@ -10,40 +10,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from bandit.core.models import ExperimentSpec, GradientSettings, LearningSettings
+from bandit.core.models import ExperimentSpec
 from bandit.core.policy_adapter import observation_rules, policy_discount
 from bandit.store import keys
 from bandit.store.counters import FeedbackRecord
 from bandit.store.redis_store import RedisStore
-from policies import GradientStep, PageHinkley, StatisticsTracker
-
-ARMS = ["a", "b", "c"]
+from tests.store import mirror
+from tests.store.mirror import ARMS, tracker_for
 
 
 def spec(policy: dict[str, Any]) -> ExperimentSpec:
-    arms = [{"name": arm, "url": f"http://127.0.0.1:{9000 + i}"} for i, arm in enumerate(ARMS)]
-    return msgspec.convert({"name": "mirror", "arms": arms, "policy": policy}, ExperimentSpec)
-
-
-def tracker_for(experiment: ExperimentSpec) -> StatisticsTracker:
-    policy = experiment.policy
-    assert isinstance(policy, LearningSettings)
-    detector = policy.change_detection
-    return StatisticsTracker(
-        len(ARMS),
-        discount=policy.discount,
-        change_detection=PageHinkley(detector.delta, detector.threshold, detector.action) if detector else None,
-        gradient=(
-            GradientStep(policy.step_size, policy.momentum, policy.baseline)
-            if isinstance(policy, GradientSettings)
-            else None
-        ),
-    )
+    return mirror.spec(policy, "mirror")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,34 @@
+"""What the store's policy-statistics tests share: three arms, an experiment of a given policy,
+and the in-process tracker (policies.StatisticsTracker) that the Lua script must agree with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from bandit.core.models import ExperimentSpec, GradientSettings, LearningSettings
+from policies import GradientStep, PageHinkley, StatisticsTracker
+
+ARMS = ["a", "b", "c"]
+
+
+def spec(policy: dict[str, Any], name: str) -> ExperimentSpec:
+    arms = [{"name": arm, "url": f"http://127.0.0.1:{9000 + i}"} for i, arm in enumerate(ARMS)]
+    return msgspec.convert({"name": name, "arms": arms, "policy": policy}, ExperimentSpec)
+
+
+def tracker_for(experiment: ExperimentSpec) -> StatisticsTracker:
+    policy = experiment.policy
+    assert isinstance(policy, LearningSettings)
+    detector = policy.change_detection
+    return StatisticsTracker(
+        len(ARMS),
+        discount=policy.discount,
+        change_detection=PageHinkley(detector.delta, detector.threshold, detector.action) if detector else None,
+        gradient=(
+            GradientStep(policy.step_size, policy.momentum, policy.baseline)
+            if isinstance(policy, GradientSettings)
+            else None
+        ),
+    )
