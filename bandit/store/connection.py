@@ -7,15 +7,18 @@ import os
 from collections.abc import Iterator
 from typing import Any, TypeAlias
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import (
     AskError,
     ClusterDownError,
     ClusterError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,7 +32,8 @@ StoreClient: TypeAlias = Redis | RedisCluster
 # Redis cannot be reached, or the part of the cluster that holds the key is failing over:
 # a primary that was just demoted refuses writes (READONLY), a slot moving or left uncovered
 # answers MOVED/ASK/TRYAGAIN/CLUSTERDOWN past the client's own redirections, and a cluster
-# with no reachable node at all raises RedisClusterException. Each is an outage, never a 500.
+# with no reachable node at all raises RedisClusterException; a full Redis refuses writes (OOM).
+# Each is an outage, never a 500.
 _UNREACHABLE = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -39,8 +43,10 @@ _UNREACHABLE = (
     TryAgainError,
     AskError,
     ReadOnlyError,
+    OutOfMemoryError,
     RedisClusterException,
 )
+_REFUSED_FOR_NOW = ("NOREPLICAS",)
 _REDIS_CONNECTION_MODULE = os.path.join("redis", "asyncio", "connection.py")
 #: Seconds to wait for a reply, and for a connection.
 SOCKET_TIMEOUT_S = 5.0
@@ -63,15 +69,23 @@ def connect(url: str, cluster: bool = False) -> StoreClient:
     return redis
 
 
-def connect_node(host: str, port: int) -> Redis:
-    """A plain client of one cluster node, for commands that must share a connection with a write (WAIT)."""
-    return Redis(
-        host=host,
-        port=port,
-        health_check_interval=10,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-    )
+def connect_without_retry(
+    connection_class: type[AbstractConnection], connection_kwargs: dict[str, Any], reply_timeout_s: float
+) -> Redis:
+    """A plain client made with a client's own connection settings (host, port, credentials, TLS,
+    timeouts), that never sends a command twice, and waits `reply_timeout_s` at least for a reply.
+
+    For a write and the WAIT after it: resent on a fresh connection, a WAIT would count that
+    connection's writes (none) and confirm at once a write no replica holds. Every error must
+    reach the caller, which answers 503; the client's resend is idempotent.
+    """
+    kwargs = dict(connection_kwargs)
+    kwargs["socket_timeout"] = max(float(kwargs.get("socket_timeout") or SOCKET_TIMEOUT_S), reply_timeout_s)
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    kwargs.pop("retry_on_error", None)
+    kwargs.pop("retry_on_timeout", None)
+    pool = ConnectionPool(connection_class=connection_class, **kwargs)
+    return Redis(connection_pool=pool)
 
 
 def retry_on_a_fresh_connection(redis: StoreClient) -> None:
@@ -96,6 +110,13 @@ def translate_redis_errors() -> Iterator[None]:
     try:
         yield
     except _UNREACHABLE as error:
+        raise StoreUnavailable() from error
+    except ResponseError as error:
+        # A primary refusing writes while it lacks the replicas its min-replicas-to-write asks for
+        # (NOREPLICAS; a full memory is OutOfMemoryError, above): an outage of the store, to be
+        # retried, not a fault of the request.
+        if not str(error).startswith(_REFUSED_FOR_NOW):
+            raise
         raise StoreUnavailable() from error
     except (AttributeError, TypeError) as error:
         # redis-py's asyncio connection leaks the transport's own AttributeError/TypeError when it

@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from bandit.core.errors import StoreUnavailable
-from bandit.store.connection import StoreClient, connect_node, translate_redis_errors
+from bandit.store.connection import StoreClient, connect_without_retry, translate_redis_errors
 
 T = TypeVar("T")
 #: The fence key is one small string per experiment, gone a minute after its last use.
@@ -34,10 +35,16 @@ class NotReplicated(StoreUnavailable):
 
 
 class KeyConnections:
-    """One connection at a time to the Redis primary that serves a key."""
+    """One connection at a time to the Redis primary that serves a key.
 
-    def __init__(self, redis: StoreClient) -> None:
+    Its clients are its own, made with the store client's connection settings but without
+    retries (see connect_without_retry), and wait at least `reply_timeout_s` for a reply (a WAIT
+    blocks up to the acknowledgement timeout).
+    """
+
+    def __init__(self, redis: StoreClient, reply_timeout_s: float = 0.0) -> None:
         self._redis = redis
+        self._reply_timeout_s = reply_timeout_s
         self._nodes: dict[str, Redis] = {}
 
     @contextlib.asynccontextmanager
@@ -73,16 +80,25 @@ class KeyConnections:
 
     async def _client_of(self, key: str) -> Redis:
         if isinstance(self._redis, Redis):
-            return self._redis
+            pool = self._redis.connection_pool
+            return self._client_for("", pool.connection_class, pool.connection_kwargs)
         cluster: RedisCluster = self._redis
         await cluster.initialize()  # a no-op once the client knows the slots
         node = cluster.get_node_from_key(key)
         if node is None:
             raise StoreUnavailable()
-        client = self._nodes.get(node.name)
+        return self._client_for(node.name, node.connection_class, node.connection_kwargs)
+
+    def _client_for(self, name: str, connection_class: type[AbstractConnection], kwargs: dict[str, Any]) -> Redis:
+        client = self._nodes.get(name)
         if client is None:
-            client = self._nodes[node.name] = connect_node(node.host, int(node.port))
+            client = self._nodes[name] = connect_without_retry(connection_class, kwargs, self._reply_timeout_s)
         return client
+
+    async def close(self) -> None:
+        for client in self._nodes.values():
+            await client.aclose()
+        self._nodes.clear()
 
     async def pipelined(
         self,
@@ -127,11 +143,6 @@ class KeyConnections:
             return [error] * len(keys)
         await asyncio.gather(*(send(client, positions) for client, positions in groups.items()))
         return replies
-
-    async def close(self) -> None:
-        for client in self._nodes.values():
-            await client.aclose()
-        self._nodes.clear()
 
 
 class Durability:

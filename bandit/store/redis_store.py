@@ -31,7 +31,8 @@ class RedisStore:
     ) -> None:
         self._redis = redis
         retry_on_a_fresh_connection(redis)
-        self._connections = KeyConnections(redis)
+        # A WAIT blocks up to the acknowledgement timeout: its reply must not time out first.
+        self._connections = KeyConnections(redis, reply_timeout_s=ack_timeout_s + 1.0)
         scripts = LuaScripts(self._redis)
         self.experiments = ExperimentStore(self._redis, scripts)
         self.counters = CounterStore(
