@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from bandit.core.models import ExperimentSpec, GradientSettings, LearningSettings
 from policies import GradientStep, PageHinkley, StatisticsTracker
@@ -32,3 +33,12 @@ def tracker_for(experiment: ExperimentSpec) -> StatisticsTracker:
             else None
         ),
     )
+
+
+def observations(rng: np.random.Generator, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(arm index, reward) of each step: arm c's rate collapses half way, so the detectors have
+    something to find; the others' rewards are uniform in [0, 0.6)."""
+    arms = rng.choice(len(ARMS), size=steps, p=[0.3, 0.3, 0.4])
+    rates = np.where(np.arange(steps) < steps // 2, 0.8, 0.1)
+    rewards = np.where(arms == 2, rng.random(steps) < rates, rng.random(steps) * 0.6)
+    return arms, rewards

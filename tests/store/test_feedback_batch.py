@@ -21,7 +21,7 @@ from bandit.store.counters import FeedbackRecord
 from bandit.store.durability import FENCE_TTL_S, NotReplicated
 from bandit.store.redis_store import RedisStore
 from tests.store import mirror
-from tests.store.mirror import ARMS, tracker_for
+from tests.store.mirror import ARMS, observations, tracker_for
 
 
 def spec(policy: dict[str, Any]) -> ExperimentSpec:
@@ -53,11 +53,9 @@ async def test_repeats_in_and_across_batches_leave_the_tracker_s_statistics(
     experiment = await store.experiments.create(spec(policy))
     tracker = tracker_for(experiment)
     rules = observation_rules(experiment)
-    rng = np.random.default_rng(5)
     steps = 700
-    arms = rng.choice(len(ARMS), size=steps, p=[0.3, 0.3, 0.4])
-    rates = np.where(np.arange(steps) < steps // 2, 0.8, 0.1)
-    rewards = np.where(arms == 2, rng.random(steps) < rates, rng.random(steps) * 0.6)
+    rng = np.random.default_rng(5)
+    arms, rewards = observations(rng, steps)
     expires = int(time.time()) + 600
     records = [decision(t, ARMS[arms[t]], float(rewards[t]), expires) for t in range(steps)]
 

@@ -20,7 +20,7 @@ from bandit.store import keys
 from bandit.store.counters import FeedbackRecord
 from bandit.store.redis_store import RedisStore
 from tests.store import mirror
-from tests.store.mirror import ARMS, tracker_for
+from tests.store.mirror import ARMS, observations, tracker_for
 
 
 def spec(policy: dict[str, Any]) -> ExperimentSpec:
@@ -48,12 +48,9 @@ async def test_lua_update_equals_the_in_process_tracker(redis: Redis, policy: di
     experiment = await store.experiments.create(spec(policy))
     tracker = tracker_for(experiment)
     rules = observation_rules(experiment)
-    rng = np.random.default_rng(11)
-    # Arm c's rate collapses half way, so the detectors have something to find.
     steps = 600
-    arms = rng.choice(len(ARMS), size=steps, p=[0.3, 0.3, 0.4])
-    rates = np.where(np.arange(steps) < steps // 2, 0.8, 0.1)
-    rewards = np.where(arms == 2, rng.random(steps) < rates, rng.random(steps) * 0.6)
+    rng = np.random.default_rng(11)
+    arms, rewards = observations(rng, steps)
     expires = int(time.time()) + 600
 
     position = 0
