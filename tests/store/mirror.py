@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from bandit.core.counters import ArmCounters
 from bandit.core.models import ExperimentSpec, GradientSettings, LearningSettings
 from policies import GradientStep, PageHinkley, StatisticsTracker
 
@@ -42,3 +43,15 @@ def observations(rng: np.random.Generator, steps: int) -> tuple[np.ndarray, np.n
     rates = np.where(np.arange(steps) < steps // 2, 0.8, 0.1)
     rewards = np.where(arms == 2, rng.random(steps) < rates, rng.random(steps) * 0.6)
     return arms, rewards
+
+
+def assert_agrees(counters: ArmCounters, tracker: StatisticsTracker) -> None:
+    """The policy's statistics in Redis are the tracker's, to 1e-9, and so are the detected changes."""
+    expected = tracker.statistics
+    np.testing.assert_allclose(counters.policy_pulls, expected.pulls, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(counters.policy_sum, expected.reward_sum, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(counters.policy_sq_sum, expected.reward_sq_sum, rtol=1e-9, atol=1e-9)
+    if expected.preferences is not None:
+        np.testing.assert_allclose(counters.preferences, expected.preferences, rtol=1e-9, atol=1e-9)
+    detected = np.bincount([change.arm for change in tracker.changes], minlength=len(ARMS))
+    assert counters.changes.tolist() == detected.tolist()

@@ -21,7 +21,7 @@ from bandit.store.counters import FeedbackRecord
 from bandit.store.durability import FENCE_TTL_S, NotReplicated
 from bandit.store.redis_store import RedisStore
 from tests.store import mirror
-from tests.store.mirror import ARMS, observations, tracker_for
+from tests.store.mirror import ARMS, assert_agrees, observations, tracker_for
 
 
 def spec(policy: dict[str, Any]) -> ExperimentSpec:
@@ -79,15 +79,7 @@ async def test_repeats_in_and_across_batches_leave_the_tracker_s_statistics(
         assert codes == expected
         position = fresh[-1] + 1
 
-        counters = await store.counters.read("batch", ARMS, policy_discount(experiment))
-        statistics = tracker.statistics
-        np.testing.assert_allclose(counters.policy_pulls, statistics.pulls, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(counters.policy_sum, statistics.reward_sum, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(counters.policy_sq_sum, statistics.reward_sq_sum, rtol=1e-9, atol=1e-9)
-        if statistics.preferences is not None:
-            np.testing.assert_allclose(counters.preferences, statistics.preferences, rtol=1e-9, atol=1e-9)
-        detected = np.bincount([change.arm for change in tracker.changes], minlength=len(ARMS))
-        assert counters.changes.tolist() == detected.tolist()
+        assert_agrees(await store.counters.read("batch", ARMS, policy_discount(experiment)), tracker)
 
     assert tracker.changes, "the collapse of arm c should have been detected"
     counters = await store.counters.read("batch", ARMS)

@@ -20,7 +20,7 @@ from bandit.store import keys
 from bandit.store.counters import FeedbackRecord
 from bandit.store.redis_store import RedisStore
 from tests.store import mirror
-from tests.store.mirror import ARMS, observations, tracker_for
+from tests.store.mirror import ARMS, assert_agrees, observations, tracker_for
 
 
 def spec(policy: dict[str, Any]) -> ExperimentSpec:
@@ -68,15 +68,7 @@ async def test_lua_update_equals_the_in_process_tracker(redis: Redis, policy: di
             tracker.observe(int(arms[t]), float(rewards[t]))
         position = batch.stop
 
-        counters = await store.counters.read("mirror", ARMS, policy_discount(experiment))
-        expected = tracker.statistics
-        np.testing.assert_allclose(counters.policy_pulls, expected.pulls, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(counters.policy_sum, expected.reward_sum, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(counters.policy_sq_sum, expected.reward_sq_sum, rtol=1e-9, atol=1e-9)
-        if expected.preferences is not None:
-            np.testing.assert_allclose(counters.preferences, expected.preferences, rtol=1e-9, atol=1e-9)
-        detected = np.bincount([change.arm for change in tracker.changes], minlength=len(ARMS))
-        assert counters.changes.tolist() == detected.tolist()
+        assert_agrees(await store.counters.read("mirror", ARMS, policy_discount(experiment)), tracker)
 
     # Plain totals are exact whatever the policy does to its own statistics.
     counters = await store.counters.read("mirror", ARMS)
