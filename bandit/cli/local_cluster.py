@@ -93,7 +93,11 @@ class LocalCluster:
         if created.returncode != 0:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]}{created.stderr[-2000:]}")
-        self.wait_until_healthy()
+        try:
+            self.wait_until_healthy()
+        except RuntimeError:
+            self.stop()  # no node outlives a cluster that never came up
+            raise
         return self
 
     def _start_node(self, port: int) -> subprocess.Popen[bytes]:
