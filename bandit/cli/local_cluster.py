@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bandit.cli.local_redis import RedisNotFound, answers
+from bandit.cli.local_redis import RedisNotFound, answers, free_port
 
 #: Cluster nodes talk to each other on the client port + this.
 BUS_PORT_OFFSET = 10_000
@@ -34,9 +34,7 @@ def cluster_ports(count: int) -> list[int]:
     """`count` ports that are free, each with its bus port free too."""
     ports: list[int] = []
     while len(ports) < count:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
+        port = free_port()
         if port + BUS_PORT_OFFSET < 65_536 and port not in ports and _port_is_free(port + BUS_PORT_OFFSET):
             ports.append(port)
     return ports

@@ -7,9 +7,9 @@ what they count to the dashboard's current history bucket when one is kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -22,8 +22,6 @@ from bandit.store.connection import StoreClient, as_bytes_hash, as_text, transla
 from bandit.store.durability import Durability, KeyConnections
 from bandit.store.lua import LuaScripts
 from bandit.store.series import SeriesLayout
-
-T = TypeVar("T")
 
 
 class FeedbackRecord(NamedTuple):
@@ -218,9 +216,10 @@ class CounterStore:
             # Under durable acknowledgements a duplicate found by this call may have been counted
             # by another connection whose write is still on its way to the replicas: the fence, a
             # write of this connection after it, makes WAIT cover that one too.
-            return await self._durable(
+            return await self._durability.write(
                 keys.counters_hash(name),
                 write,
+                self._redis,
                 fence=lambda codes: keys.ack_fence(name) if any(code == 0 for code in codes) else None,
             )
 
@@ -276,14 +275,6 @@ class CounterStore:
             lambda pipe, index: self._scripts.record_decisions(keys=calls[index][0], args=calls[index][1], client=pipe),
         )
         return [reply if isinstance(reply, StoreUnavailable) else bool(reply) for reply in replies]
-
-    async def _durable(
-        self, key: str, write: Callable[[StoreClient], Awaitable[T]], fence: Callable[[T], str | None] | None = None
-    ) -> T:
-        """Run a script call, acknowledged as the store's durability asks (see bandit/store/durability.py)."""
-        if fence is None:
-            return await self._durability.write(key, write, self._redis)
-        return await self._durability.write(key, write, self._redis, fence)
 
     def _series_key(self, name: str, incarnation: str, now: float) -> tuple[list[str], str | int]:
         """The current series bucket as an optional script key, and the time it expires at."""
