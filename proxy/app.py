@@ -1,7 +1,10 @@
 """`ANY /invoke/{experiment}/{path}`: choose an arm, forward, sign the decision.
 
-A raw ASGI app mounted under Litestar: the hot path skips request parsing and
-dependency injection, and touches Redis never (snapshots and the recorder do).
+One forwarding path behind two front ends: `ProxyApp.__call__` is a raw ASGI app (uvicorn,
+or mounted under Litestar), `ProxyApp.rsgi` is granian's RSGI interface (proxy/rsgi.py),
+which skips the ASGI message dicts. Both hand `forward` the request and a `Responder` that
+writes the answer their way. The hot path skips request parsing and dependency injection,
+touches Redis never (snapshots and the recorder do), and reads each header list once.
 Bodies stream both ways; a request whose connection could not be made goes once to
 another healthy arm; shadow arms get a copy in the background.
 """
@@ -11,18 +14,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from bandit.core.decision_ids import DecisionSigner
 from proxy.clients.base import Headers, UpstreamClient, UpstreamResponse
 from proxy.exceptions import BadTarget, BodyTooLarge, ClientDisconnected, UpstreamError
-from proxy.headers import request_headers, response_headers
+from proxy.headers import IncomingRequest, request_headers, response_headers
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry
-from proxy.request_body import StreamedBody, read_request_body
+from proxy.request_body import Receive, StreamedBody, read_request_body
 from proxy.shadow import MirroredRequest, ShadowMirror
 from proxy.snapshot import ArmRoute, Snapshot
 from proxy.sticky import StickyAssignments
@@ -30,13 +33,48 @@ from proxy.target import parse_invoke_path, upstream_target
 
 log = logging.getLogger("mab.proxy")
 Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _encode = msgspec.json.Encoder().encode
 
 
+class Responder(Protocol):
+    """Writes one answer to the client, whichever server interface carries it."""
+
+    async def whole(self, status: int, headers: Headers, body: bytes) -> None:
+        """The complete answer at once."""
+
+    async def start(self, status: int, headers: Headers) -> None:
+        """Status and headers of an answer whose body follows in `chunk`s."""
+
+    async def chunk(self, data: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+
+class AsgiResponder:
+    """A `Responder` over ASGI's `send`."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    async def whole(self, status: int, headers: Headers, body: bytes) -> None:
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def start(self, status: int, headers: Headers) -> None:
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def chunk(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self) -> None:
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class ProxyApp:
-    """The ASGI callable behind /invoke."""
+    """The ASGI callable behind /invoke, and the forwarding both front ends share."""
 
     def __init__(
         self,
@@ -57,46 +95,63 @@ class ProxyApp:
         self.max_body_bytes = max_body_bytes
         self.mirror = mirror
         self.sticky = sticky or StickyAssignments()
+        self._too_large = f"request body exceeds the limit of {max_body_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        responder = AsgiResponder(send)
         if scope["type"] != "http":
-            await _error(send, 404, "only HTTP requests are proxied")
+            await error_answer(responder, 404, "only HTTP requests are proxied")
             return
-        raw_path = scope.get("raw_path") or scope["path"].encode()
+        client = scope.get("client")
+        await self.forward(
+            responder,
+            scope["method"],
+            scope.get("raw_path") or scope["path"].encode(),
+            scope.get("query_string", b""),
+            request_headers(scope["headers"], client[0] if client else None, scope.get("scheme", "http")),
+            receive,
+        )
+
+    async def forward(
+        self,
+        responder: Responder,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        incoming: IncomingRequest,
+        receive: Receive,
+    ) -> None:
+        """Route one request: its path and headers checked, its body read, an arm chosen and tried."""
         try:
             name, rest = parse_invoke_path(raw_path)
-            target = upstream_target(rest, scope.get("query_string", b""))
+            target = upstream_target(rest, query)
         except BadTarget as error:
-            await _error(send, 400, str(error))
+            await error_answer(responder, 400, str(error))
             return
         snapshot = self.registry.get(name) or await self.registry.load(name)
         if snapshot is None:
-            await _error(send, 404, f"experiment {name!r} does not exist")
+            await error_answer(responder, 404, f"experiment {name!r} does not exist")
             return
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        declared = next((value for key, value in headers if key == b"content-length"), None)
+        declared = incoming.content_length
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            await error_answer(responder, 413, self._too_large)
             return
         try:
             body = await read_request_body(receive, self.max_body_bytes)
         except BodyTooLarge:
-            await _error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            await error_answer(responder, 413, self._too_large)
             return
         except ClientDisconnected:
             return
-
-        unit = next((value for key, value in headers if key == b"x-bandit-unit"), None)
-        client = scope.get("client")
-        forwarded = request_headers(headers, client[0] if client else None, scope.get("scheme", "http"))
+        headers = incoming.forwarded
         if isinstance(body, StreamedBody) and declared is not None:
             # Streamed on with the length the client declared, so the upstream needs no chunked decoding.
-            forwarded.append((b"content-length", declared))
-        await self._forward(send, scope["method"], snapshot, unit, target, forwarded, body)
+            headers = [*headers, (b"content-length", declared)]
+        await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body)
 
-    async def _forward(
+    async def _try_arms(
         self,
-        send: Send,
+        responder: Responder,
         method: str,
         snapshot: Snapshot,
         unit: bytes | None,
@@ -106,6 +161,7 @@ class ProxyApp:
     ) -> None:
         experiment = snapshot.experiment
         name = experiment.name
+        is_healthy = self.health.is_healthy
         index = self._choose(snapshot, unit)
         response: UpstreamResponse | None = None
         for attempt in (1, 2):
@@ -118,18 +174,18 @@ class ProxyApp:
                 self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
                 self.health.observe(arm.url, failed=True, connection_failed=error.retryable)
                 if isinstance(body, StreamedBody) and body.too_large:
-                    await _error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+                    await error_answer(responder, 413, self._too_large)
                     return
                 log.warning("arm %s of %s failed: %s: %s", arm.name, name, type(error).__name__, error)
                 # Nothing reached the upstream and the body can be sent again: one more try elsewhere.
                 replayable = not (isinstance(body, StreamedBody) and body.started)
-                alternative = snapshot.choose_other(index, self._healthy_index(snapshot))
+                alternative = snapshot.choose_other(index, is_healthy)
                 if attempt == 1 and error.retryable and replayable and alternative is not None:
                     log.info("request to %s retried on arm %s", name, snapshot.routes[alternative].name)
                     index = alternative
                     continue
-                await _error(
-                    send, error.status_code, f"arm {arm.name!r}: {error.message}", arm=arm.name, experiment=name
+                await error_answer(
+                    responder, error.status_code, f"arm {arm.name!r}: {error.message}", arm=arm.name, experiment=name
                 )
                 return
             break
@@ -138,37 +194,58 @@ class ProxyApp:
         # Time to the upstream's response headers: what a latency penalty charges the arm for.
         latency_us = int((time.perf_counter() - started) * 1e6)
         decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
-        if isinstance(body, bytes) and snapshot.shadows:
+        if snapshot.shadows and isinstance(body, bytes):
             self._mirror(snapshot, method, target, headers, body)
-        await self._relay(send, response, snapshot, arm, decision, started)
+        await self._relay(responder, response, snapshot, arm, decision, started)
 
     async def _relay(
         self,
-        send: Send,
+        responder: Responder,
         response: UpstreamResponse,
         snapshot: Snapshot,
         arm: ArmRoute,
         decision: str,
         started: float,
     ) -> None:
-        """Stream the upstream's answer back with the bandit headers, then count it."""
+        """Stream the upstream's answer back with the bandit headers, then count it.
+
+        A body of known length that arrives in its first chunk (the usual small answer of a
+        model) goes out with the headers in one write; anything else streams as it comes.
+        """
         experiment = snapshot.experiment
-        out_headers = response_headers(response.headers)
-        out_headers += [
+        answer = response_headers(response.headers)
+        out_headers = answer.headers
+        out_headers += (
             (b"x-bandit-experiment", snapshot.header_value),
             (b"x-bandit-arm", arm.header_value),
             (b"x-bandit-decision", decision.encode()),
-        ]
+        )
         failed = response.status >= 500
+        chunks = response.body()
+        answering = False
         try:
-            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-            async for chunk in response.body():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            first = b""
+            if answer.content_length != 0:
+                first = await anext(chunks, b"")
+            answering = True
+            if answer.content_length == len(first):
+                await chunks.aclose()
+                await responder.whole(response.status, out_headers, first)
+            else:
+                await responder.start(response.status, out_headers)
+                if first:
+                    await responder.chunk(first)
+                async for chunk in chunks:
+                    await responder.chunk(chunk)
+                await responder.end()
         except UpstreamError as error:
-            # Headers are gone already: all that is left is to cut the response short.
             failed = True
             log.warning("arm %s of %s broke off its response: %s", arm.name, experiment.name, error)
+            if not answering:
+                # Nothing sent yet: the client gets the failure as an answer of its own.
+                detail = f"arm {arm.name!r}: {error.message}"
+                await error_answer(responder, error.status_code, detail, arm=arm.name, experiment=experiment.name)
+            # Else the headers are gone already: all that is left is to cut the response short.
         finally:
             await response.close()
             latency_ms = (time.perf_counter() - started) * 1000.0
@@ -176,9 +253,9 @@ class ProxyApp:
             self.health.observe(arm.url, failed=failed)
 
     def _choose(self, snapshot: Snapshot, unit: bytes | None) -> int:
-        healthy = self._healthy_index(snapshot)
+        is_healthy = self.health.is_healthy
         if not unit or snapshot.policy is None:
-            return snapshot.choose_healthy(healthy)
+            return snapshot.choose_healthy(is_healthy)
         # A unit keeps the arm it was first given (for the TTL) while that arm serves and is healthy;
         # a new unit hashes onto the allocation, so every replica gives it the same arm.
         unit_id = unit.decode("latin-1")
@@ -187,13 +264,9 @@ class ProxyApp:
         if index is None:
             index = snapshot.choose_for_unit(unit_id)
             self.sticky.remember(snapshot.name, unit_id, snapshot.routes[index].name)
-        if healthy(index):
+        if is_healthy(snapshot.urls[index]):
             return index
-        return snapshot.choose_other(index, healthy) or index
-
-    def _healthy_index(self, snapshot: Snapshot) -> Callable[[int], bool]:
-        routes = snapshot.routes
-        return lambda index: self.health.is_healthy(routes[index].url)
+        return snapshot.choose_other(index, is_healthy) or index
 
     def _mirror(self, snapshot: Snapshot, method: str, target: str, headers: Headers, body: bytes) -> None:
         """Offer a copy to each shadow arm (small, whole bodies only: a stream cannot be read twice)."""
@@ -218,10 +291,9 @@ class ProxyApp:
                 )
 
 
-async def _error(send: Send, status: int, detail: str, **bandit_headers: str) -> None:
+async def error_answer(responder: Responder, status: int, detail: str, **bandit_headers: str) -> None:
     """A JSON error in the same shape as the rest of the API."""
     body = _encode({"status_code": status, "detail": detail})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(f"x-bandit-{key}".encode(), value.encode()) for key, value in bandit_headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await responder.whole(status, headers, body)

@@ -20,8 +20,29 @@ log = logging.getLogger("mab.proxy.recorder")
 
 @dataclass(slots=True)
 class _Pending:
-    counters: Counter[str] = field(default_factory=Counter)
-    latencies: Counter[str] = field(default_factory=Counter)
+    """Counts keyed by plain tuples on the hot path; spelled as Redis hash fields only at flush."""
+
+    decisions: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    mirror_dropped: Counter[str] = field(default_factory=Counter)
+    # (arm, latency bucket) -> requests
+    latencies: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def update(self, other: _Pending) -> None:
+        self.decisions.update(other.decisions)
+        self.errors.update(other.errors)
+        self.mirror_dropped.update(other.mirror_dropped)
+        self.latencies.update(other.latencies)
+
+    def counter_fields(self) -> dict[str, int]:
+        """The counts as fields of the experiment's counters hash."""
+        fields = {keys.decisions_field(arm): n for arm, n in self.decisions.items()}
+        fields.update((keys.errors_field(arm), n) for arm, n in self.errors.items())
+        fields.update((keys.mirror_dropped_field(arm), n) for arm, n in self.mirror_dropped.items())
+        return fields
+
+    def latency_fields(self) -> dict[str, int]:
+        return {keys.latency_field(arm, bucket): n for (arm, bucket), n in self.latencies.items()}
 
 
 @dataclass(slots=True)
@@ -64,18 +85,18 @@ class DecisionRecorder:
         if pending is None:
             pending = self._pending[(experiment, incarnation)] = _Pending()
         if error:
-            pending.counters[keys.errors_field(arm)] += 1
+            pending.errors[arm] += 1
         else:
-            pending.counters[keys.decisions_field(arm)] += 1
+            pending.decisions[arm] += 1
         if latency_ms is not None:
-            pending.latencies[keys.latency_field(arm, bucket_of(latency_ms))] += 1
+            pending.latencies[arm, bucket_of(latency_ms)] += 1
 
     def record_mirror_dropped(self, experiment: str, incarnation: str, arm: str) -> None:
         """Count one copy for a shadow arm that the full mirror queue turned away."""
         pending = self._pending.get((experiment, incarnation))
         if pending is None:
             pending = self._pending[(experiment, incarnation)] = _Pending()
-        pending.counters[keys.mirror_dropped_field(arm)] += 1
+        pending.mirror_dropped[arm] += 1
 
     async def flush(self) -> None:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""
@@ -94,8 +115,8 @@ class DecisionRecorder:
                     DecisionFlush(
                         experiment,
                         incarnation,
-                        dict(batch.pending.counters),
-                        dict(batch.pending.latencies),
+                        batch.pending.counter_fields(),
+                        batch.pending.latency_fields(),
                         DecisionBatch(self._replica, batch.sequence),
                     )
                     for (experiment, incarnation), batch in heads
@@ -114,9 +135,7 @@ class DecisionRecorder:
                 if not batches:
                     del self._outbox[key]
                 if not outcome:  # the experiment was reset or deleted meanwhile
-                    self.dropped_decisions += sum(
-                        n for f, n in batch.pending.counters.items() if f.startswith(keys.decisions_field(""))
-                    )
+                    self.dropped_decisions += sum(batch.pending.decisions.values())
             if unavailable is not None or not progressed:
                 break
         if unavailable is not None:
@@ -127,8 +146,7 @@ class DecisionRecorder:
         for key, counts in pending.items():
             batches = self._outbox.setdefault(key, [])
             if batches and not batches[-1].tried:
-                batches[-1].pending.counters.update(counts.counters)
-                batches[-1].pending.latencies.update(counts.latencies)
+                batches[-1].pending.update(counts)
             else:
                 batches.append(_Batch(next(self._sequence), counts))
 

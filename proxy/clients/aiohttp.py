@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiohttp
 from multidict import CIMultiDict
@@ -26,7 +26,7 @@ class AiohttpResponse:
         self.status = response.status
         self.headers: Headers = list(response.raw_headers)
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.content.iter_chunked(_READ_CHUNK):
                 yield chunk

@@ -13,7 +13,7 @@ are passed to it) and decodes response headers as UTF-8.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 
 from aiosonic import HTTPClient, HttpResponse
 from aiosonic.connectors import TCPConnector
@@ -70,7 +70,7 @@ class AiosonicResponse:
         self.status = response.status_code
         self.headers: Headers = [(name.encode(), value.encode()) for name, value in response.raw_headers]
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         response = self._response
         if not (response.chunked or int(response.headers.get("content-length") or 0) > 0):
             if response.body:

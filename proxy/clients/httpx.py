@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import httpx
 
@@ -52,7 +52,7 @@ class HttpxResponse:
         self.status = response.status_code
         self.headers: Headers = list(response.headers.raw)
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.aiter_raw():
                 yield chunk

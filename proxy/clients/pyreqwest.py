@@ -16,7 +16,7 @@ goes out UTF-8 encoded, and one in a response fails the request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 
 from pyreqwest.client import Client, ClientBuilder
@@ -71,7 +71,7 @@ class PyreqwestResponse:
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers.items()
         ]
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         reader = self._response.body_reader
         try:
             while (chunk := await reader.read_chunk()) is not None:

@@ -186,3 +186,12 @@ def test_rekey_switches_a_running_signer() -> None:
 def test_unusable_keyrings_are_refused(keys: list[SigningKey | bytes], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DecisionSigner(keys, clock=Clock(NOW))
+
+
+@pytest.mark.parametrize("number", [0, 1, 35, 36, 1295, 1296, 1297, 46655, 46656, 1_764_600_000_000, 2**63 - 1])
+def test_base36_spells_numbers_as_int_reads_them(number: int) -> None:
+    from bandit.core.decision_ids import _base36
+
+    spelled = _base36(number)
+    assert int(spelled, 36) == number
+    assert spelled == "0" or not spelled.startswith("0")

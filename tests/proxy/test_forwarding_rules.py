@@ -44,9 +44,65 @@ def test_hop_by_hop_headers_are_dropped_and_forwarding_headers_added() -> None:
         (b"x-forwarded-for", b"10.0.0.1"),
         (b"authorization", b"Bearer user"),
     ]
-    out = dict(request_headers(incoming, "127.0.0.2", "http"))
+    out = dict(request_headers(incoming, "127.0.0.2", "http").forwarded)
     assert b"connection" not in out and b"x-secret-hop" not in out and b"te" not in out and b"host" not in out
     assert out[b"x-forwarded-for"] == b"10.0.0.1, 127.0.0.2"
     assert out[b"x-forwarded-proto"] == b"http" and out[b"x-forwarded-host"] == b"svc:8000"
     assert out[b"authorization"] == b"Bearer user"
-    assert response_headers([(b"Transfer-Encoding", b"chunked"), (b"X-Model", b"v1")]) == [(b"x-model", b"v1")]
+    assert response_headers([(b"Transfer-Encoding", b"chunked"), (b"X-Model", b"v1")]).headers == [(b"x-model", b"v1")]
+
+
+def test_one_pass_over_the_request_headers_reads_what_the_proxy_needs() -> None:
+    incoming = [
+        (b"host", b"svc:8000"),
+        (b"x-forwarded-for", b"10.0.0.1"),
+        (b"content-length", b"12"),
+        (b"x-bandit-unit", b"user-7"),
+        (b"x-forwarded-for", b"10.0.0.2"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"spoofed"),
+        (b"expect", b"100-continue"),
+        (b"accept", b"*/*"),
+    ]
+    request = request_headers(incoming, "127.0.0.2", "https")
+    assert request.content_length == b"12" and request.unit == b"user-7"
+    # Forwarded in the client's order; the proxy's own forwarding headers last, the client's replaced.
+    assert request.forwarded == [
+        (b"x-bandit-unit", b"user-7"),
+        (b"accept", b"*/*"),
+        (b"x-forwarded-for", b"10.0.0.1, 10.0.0.2, 127.0.0.2"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"svc:8000"),
+    ]
+    bare = request_headers([(b"transfer-encoding", b"chunked")], None, "http")
+    assert bare.content_length is None and bare.unit is None
+    assert bare.forwarded == [(b"x-forwarded-proto", b"http")]
+
+
+def test_a_header_named_in_connection_is_not_forwarded_even_before_connection() -> None:
+    incoming = [
+        (b"x-hop", b"1"),
+        (b"x-bandit-unit", b"u"),
+        (b"connection", b"close, X-Hop, x-bandit-unit"),
+        (b"a", b"b"),
+    ]
+    request = request_headers(incoming, None, "http")
+    assert request.forwarded == [(b"a", b"b"), (b"x-forwarded-proto", b"http")]
+    assert request.unit is None
+
+
+def test_response_headers_keep_the_content_length_and_drop_the_upstreams_bandit_headers() -> None:
+    answer = response_headers(
+        [
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", b"42"),
+            (b"X-Bandit-Arm", b"forged"),
+            (b"x-bandit-decision", b"forged"),
+            (b"Connection", b"x-private"),
+            (b"X-Private", b"1"),
+            (b"Date", b"Tue"),
+        ]
+    )
+    assert answer.headers == [(b"content-type", b"application/json"), (b"content-length", b"42")]
+    assert answer.content_length == 42
+    assert response_headers([(b"transfer-encoding", b"chunked")]).content_length is None

@@ -82,7 +82,7 @@ async def test_counts_made_while_redis_is_away_wait_in_one_batch(redis: Redis) -
             with pytest.raises(StoreUnavailable):
                 await away.flush()
         # Two batches at most: the one tried, and the one filling behind it.
-        assert [sum(b.pending.counters.values()) for b in away._outbox[("shop", incarnation)]] == [4, 8]
+        assert [sum(b.pending.counter_fields().values()) for b in away._outbox[("shop", incarnation)]] == [4, 8]
     finally:
         await unreachable.close()
     # The same outbox sent once Redis answers (the store swapped back in, as a reconnect would).
