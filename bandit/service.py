@@ -26,12 +26,15 @@ from litestar.openapi import OpenAPIConfig
 from bandit import __version__
 from bandit.api.auth import admin_guard
 from bandit.api.errors import http_error, service_error, unexpected_error, validation_error
+from bandit.api.ingest import FeedbackIntake
 from bandit.api.openapi import StrictStructSchemaPlugin
 from bandit.api.routes import api_routes
 from bandit.api.stats import StatsMemo
+from bandit.asgi_bridge import Lifespan, serve_asgi
 from bandit.core.decision_ids import DecisionSigner
 from bandit.core.errors import MabError, StoreUnavailable
 from bandit.core.keyring import SigningKey
+from bandit.core.models import Experiment
 from bandit.core.settings import Settings, load_settings
 from bandit.dashboard.live import StatsCache
 from bandit.dashboard.routes import dashboard_routes
@@ -45,6 +48,7 @@ from proxy.clients.base import Timeouts
 from proxy.health import ArmHealth, HealthProber
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry, running
+from proxy.rsgi import serve_rsgi
 from proxy.shadow import ShadowMirror
 from proxy.sticky import StickyAssignments
 
@@ -65,6 +69,7 @@ class Parts:
     health: ArmHealth
     proxy: ProxyApp
     stats_cache: StatsCache
+    feedback_intake: FeedbackIntake
 
 
 #: What a handler may name as a parameter, and the part each name is: one provider per dependency.
@@ -79,6 +84,7 @@ _PROVIDED: dict[str, Callable[[Parts], Any]] = {
     "health": lambda parts: parts.health,
     "stats_cache": lambda parts: parts.stats_cache,
     "stats_memo": lambda parts: parts.stats_cache.memo,
+    "feedback_intake": lambda parts: parts.feedback_intake,
 }
 
 
@@ -151,6 +157,12 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         stats_memo = StatsMemo(store.series, health)
         stats_cache = StatsCache(stats_memo, store.series, max_age_s=settings.events_interval_s * 0.9)
         sampler = SeriesSampler(store.series, stats_cache, registry, interval_s=SAMPLE_INTERVAL_S)
+        experiments = store.experiments
+
+        async def find_experiment(name: str) -> Experiment:
+            return registry.experiment(name) or await experiments.get(name)
+
+        intake = FeedbackIntake(signer, store.counters, find_experiment, registry.note_rewarded)
         with contextlib.suppress(StoreUnavailable):
             await registry.refresh_all()
         prober = HealthProber(health, interval_s=settings.probe_interval_s)
@@ -164,7 +176,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             background.append(asyncio.create_task(store.keyring.follow(signer)))
         async with running(registry):
             try:
-                yield Parts(settings, store, signer, registry, health, proxy, stats_cache)
+                yield Parts(settings, store, signer, registry, health, proxy, stats_cache, intake)
             finally:
                 for task in background:
                     task.cancel()
@@ -243,8 +255,40 @@ class FrontDoor:
 
 
 def create_asgi(settings: Settings | None = None) -> FrontDoor:
-    """The service as `mab serve` runs it (see FrontDoor)."""
+    """The service as `mab serve` runs it under uvicorn (see FrontDoor)."""
     return FrontDoor(create_app(settings))
+
+
+class RsgiFrontDoor:
+    """The app `mab serve` runs under granian: /invoke/ through the proxy's RSGI path
+    (proxy/rsgi.py), the rest through Litestar over the ASGI bridge (bandit/asgi_bridge.py).
+
+    Granian calls `__rsgi_init__` on each worker's loop before serving and `__rsgi_del__`
+    after, which run Litestar's lifespan (Redis, the proxy and the background loops).
+    """
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        self._lifespan = Lifespan(app)  # type: ignore[arg-type]  # Litestar is an ASGI app
+        self._proxy: ProxyApp | None = None
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._lifespan.startup(loop)
+        self._proxy = self.app.state.get("proxy")
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._lifespan.shutdown(loop)
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if self._proxy is not None and scope.path.startswith("/invoke/"):
+            await serve_rsgi(self._proxy, scope, protocol)
+            return
+        await serve_asgi(self.app, scope, protocol)  # type: ignore[arg-type]
+
+
+def create_rsgi(settings: Settings | None = None) -> RsgiFrontDoor:
+    """The service as `mab serve` runs it under granian (see RsgiFrontDoor)."""
+    return RsgiFrontDoor(create_app(settings))
 
 
 def _redacted(url: str) -> str:

@@ -149,3 +149,27 @@ def _refusal(decision: Decision, reward: float, rules: _Rules | MabError, now_ms
             detail=f"reward {reward} is outside the experiment's reward bounds [{bounds[0]}, {bounds[1]}]"
         )
     return None
+
+
+class FeedbackIntake:
+    """Counting rewards as one part: the feedback handler's only dependency.
+
+    Litestar resolves several independent dependencies of a handler in an anyio task group,
+    one task each, on every request: for the busiest endpoint after /invoke, one part that
+    holds what `ingest` needs costs a fraction of that (BENCHMARKS.md, issue 13).
+    """
+
+    def __init__(
+        self,
+        signer: DecisionSigner,
+        counters: CounterStore,
+        find_experiment: Callable[[str], Awaitable[Experiment]],
+        on_counted: Callable[[str], None] | None = None,
+    ) -> None:
+        self._signer = signer
+        self._counters = counters
+        self._find_experiment = find_experiment
+        self._on_counted = on_counted
+
+    async def ingest(self, items: list[FeedbackItem]) -> FeedbackResult:
+        return await ingest(items, self._signer, self._counters, self._find_experiment, self._on_counted)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from urllib.parse import urlsplit
 
 import msgspec
 
 from bandit.cli.local_redis import answers, start_redis
-from bandit.core.settings import Settings, SettingsError, load_settings, settings_to_environ
+from bandit.core.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("mab")
 
@@ -20,6 +19,7 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (BANDIT_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (BANDIT_PORT, default 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (BANDIT_WORKERS, default 1)")
+    parser.add_argument("--server", help="uvicorn or granian (BANDIT_SERVER, default uvicorn)")
     parser.add_argument("--redis-url", help="Redis URL (BANDIT_REDIS_URL, default redis://127.0.0.1:6379/0)")
     parser.add_argument(
         "--redis-cluster",
@@ -80,30 +80,10 @@ def ensure_redis(settings: Settings) -> Settings:
 
 
 def serve(settings: Settings) -> None:
-    """Run the service under uvicorn (uvloop + httptools) until interrupted."""
-    import uvicorn
+    """Run the service under the configured server (BANDIT_SERVER) until interrupted."""
+    from bandit.cli.servers import run_server
 
-    settings = ensure_redis(settings)
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "log_level": settings.log_level,
-        "access_log": False,
-        # The proxy writes X-Forwarded-* itself and trusts none from its clients; skipping uvicorn's
-        # proxy-headers middleware and its Server header saves work on every request.
-        "proxy_headers": False,
-        "server_header": False,
-    }
-    if settings.workers > 1:
-        # Workers re-import the factory, so they read the settings from the environment.
-        os.environ.update(settings_to_environ(settings))
-        uvicorn.run("bandit.service:create_asgi", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
-    else:
-        from bandit.service import create_asgi
-
-        uvicorn.run(create_asgi(settings), **common)  # type: ignore[arg-type]
+    run_server(ensure_redis(settings))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # The HTTP server in front of the app (bandit/cli/servers.py; measured in BENCHMARKS.md).
+    server: Literal["uvicorn", "granian"] = "uvicorn"
     # How often each process re-reads experiment statistics from Redis.
     refresh_interval_s: float = 0.5
     # How often locally counted decisions are written to Redis.
@@ -89,6 +91,7 @@ _ENVIRONMENT = {
     "host": "BANDIT_HOST",
     "port": "BANDIT_PORT",
     "workers": "BANDIT_WORKERS",
+    "server": "BANDIT_SERVER",
     "refresh_interval_s": "BANDIT_REFRESH_INTERVAL",
     "flush_interval_s": "BANDIT_FLUSH_INTERVAL",
     "max_body_bytes": "BANDIT_MAX_BODY_BYTES",

@@ -26,11 +26,30 @@ def peak_memory_kb(service: ServiceProcess) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
 
+#: Every test here runs under each server layer `mab serve` offers (BANDIT_SERVER).
+SERVERS = ["uvicorn", "granian"]
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
-def big_service(clean_test_db: str) -> Iterator[ServiceProcess]:
+def service(server: str, clean_test_db: str, models: ModelServers) -> Iterator[ServiceProcess]:
+    """The shared service, once per server layer."""
+    process = ServiceProcess(clean_test_db, BANDIT_SERVER=server).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def big_service(server: str, clean_test_db: str) -> Iterator[ServiceProcess]:
     """A service allowed 100 MB bodies, with fast health probes and a tiny shadow queue."""
     service = ServiceProcess(
         clean_test_db,
+        BANDIT_SERVER=server,
         BANDIT_MAX_BODY_BYTES=str(100 * MB),
         BANDIT_PROBE_INTERVAL="0.2",
         BANDIT_SHADOW_QUEUE_SIZE="4",

@@ -1,0 +1,135 @@
+"""An ASGI app (Litestar) served through granian's RSGI interface, beside the proxy's own RSGI path.
+
+Granian's RSGI objects are typed `Any` here: they are granian's (Rust) classes, described in
+its docs and in `proxy.rsgi.RsgiProtocol`.
+
+Granian runs one interface per server. The proxy is fastest on RSGI (BENCHMARKS.md), while
+the API and dashboard are a Litestar app, which speaks ASGI: this module carries ASGI's
+HTTP messages over an RSGI protocol, and runs the app's lifespan with granian's own
+`LifespanProtocol` when a worker starts and stops. Only HTTP: the service serves no
+WebSocket (granian runs with them off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy.rsgi import DRAIN_BYTES, DRAIN_S, raw_path
+
+AsgiApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[..., Awaitable[None]]], Any]
+
+
+def asgi_scope(scope: Any) -> dict[str, Any]:
+    """The ASGI HTTP scope of an RSGI scope."""
+    path = scope.path  # decoded already, as ASGI's `path` is
+    host, _, port = scope.client.rpartition(":")
+    server_host, _, server_port = scope.server.rpartition(":")
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": scope.http_version,
+        "method": scope.method,
+        "scheme": scope.scheme,
+        "path": path,
+        "raw_path": raw_path(path),
+        "query_string": scope.query_string.encode("latin-1"),
+        "root_path": "",
+        "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in scope.headers.items()],
+        "client": (host.strip("[]"), int(port)) if port.isdigit() else None,
+        "server": (server_host.strip("[]"), int(server_port)) if server_port.isdigit() else None,
+        "state": {},
+    }
+
+
+class _Exchange:
+    """One request's receive and send, ASGI-shaped, over the RSGI protocol."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._chunks = protocol.__aiter__()
+        self._body_done = False
+        self._status = 500
+        self._headers: list[tuple[str, str]] = []
+        self._stream: Any = None
+        self.answered = False
+
+    async def receive(self) -> dict[str, Any]:
+        if self._body_done:
+            # ASGI apps wait on this to see a client leave (the dashboard's event stream does).
+            await self._protocol.client_disconnect()
+            return {"type": "http.disconnect"}
+        try:
+            # Not anext(…, default): its wrapper around the awaitable granian returns crashes
+            # the worker (a segfault, seen with granian 2.8.9).
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        except RuntimeError:  # granian's RSGIProtocolError/Closed: the client went away
+            self._body_done = True
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def drain(self) -> None:
+        """Read and drop what the app left of the body (a 413, say), within the proxy's bounds:
+        a client still sending when the connection closed would get a reset, not the answer."""
+        if self._body_done:
+            return
+        self._body_done = True
+        dropped = 0
+        with contextlib.suppress(RuntimeError, TimeoutError):
+            async with asyncio.timeout(DRAIN_S):
+                while dropped <= DRAIN_BYTES:
+                    try:
+                        dropped += len(await self._chunks.__anext__())
+                    except StopAsyncIteration:
+                        return
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self._status = message["status"]
+            self._headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in message["headers"]]
+            return
+        if kind != "http.response.body":
+            return
+        body: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self._stream is None and not more:
+            self._protocol.response_bytes(self._status, self._headers, body)
+            self.answered = True
+            return
+        if self._stream is None:
+            self._stream = self._protocol.response_stream(self._status, self._headers)
+            self.answered = True
+        if body:
+            await self._stream.send_bytes(body)
+
+
+async def serve_asgi(app: AsgiApp, scope: Any, protocol: Any) -> None:
+    """Answer one RSGI request with `app`."""
+    exchange = _Exchange(protocol)
+    await app(asgi_scope(scope), exchange.receive, exchange.send)
+    if not exchange.answered:
+        protocol.response_bytes(500, [("content-length", "0")], b"")
+    await exchange.drain()
+
+
+class Lifespan:
+    """The app's ASGI lifespan, started and stopped on granian's worker loop."""
+
+    def __init__(self, app: AsgiApp) -> None:
+        from granian.asgi import LifespanProtocol
+
+        self._handler = LifespanProtocol(app)  # type: ignore[no-untyped-call]
+
+    def startup(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self._handler.startup())  # type: ignore[no-untyped-call]
+        if self._handler.interrupt:
+            raise RuntimeError("the app's lifespan startup failed") from self._handler.exc
+
+    def shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self._handler.shutdown())  # type: ignore[no-untyped-call]
