@@ -1,4 +1,4 @@
-"""Proxy throughput and added latency beside nginx (issue 4): one run, same machine, wrk on loopback.
+"""Proxy cost beside nginx (issues 4 and 13): one run, same machine, wrk on loopback.
 
     python -m loadtest.proxy_bench --duration 10
 
@@ -6,16 +6,25 @@ Every target answers the same request, ``POST …/predict`` with a small JSON bo
 the end by one simulated model server (``loadtest.model_server``):
 
 - ``direct``: wrk straight to the model server;
-- ``nginx``: nginx as a plain reverse proxy with upstream keepalive, its own config in a temp
-  dir, 1 and 2 worker processes (``--nginx-workers``);
+- ``nginx1``, ``nginx2``: nginx as a plain reverse proxy with upstream keepalive, its own config
+  in a temp dir, 1 or 2 worker processes;
 - ``service1``, ``service2``: ``python -m bandit serve`` with 1 or 2 workers, one experiment of
-  one arm with the ``static`` policy: the raw cost of the proxy. ``service1-thompson`` and
-  ``service2-thompson`` (two arms, Thompson sampling) are there on request.
+  one arm with the ``static`` policy: the raw cost of the proxy;
+- ``floor-uvicorn``, ``floor-granian``: ``loadtest.floor_proxy``, the least a Python proxy on
+  the same server (ASGI under uvicorn, RSGI under granian) and upstream client costs;
+- ``service1-thompson``, ``service2-thompson``: three arms under Thompson sampling, with
+  feedback posted for a share of the decisions (``--feedback-share``) by the same wrk
+  connections, as a client reporting its outcomes would.
 
-Targets run in turn. For each: a warm-up, then ``wrk -t2 -c64`` (req/s, p50, p99) and
-``wrk -t1 -c1`` (p50 at one connection). wrk, the proxy, the model server and Redis share the
-machine's cores, so compare ratios within a run, not absolute figures across runs.
-Installs ``wrk`` and ``nginx`` with apt-get when they are missing.
+``--servers`` and ``--clients`` run each service target under every server layer
+(``BANDIT_SERVER``) and upstream client (``BANDIT_UPSTREAM_CLIENT``) named.
+
+Targets run in turn. For each: a warm-up, then ``wrk -t1 -c64`` (req/s, p50, p99, and the CPU
+time of every process and thread of the target, read from /proc across the timed run), then
+``wrk -t1 -c1`` (p50 at one connection). CPU per request is the figure that travels between
+machines; req/s and latency move with whatever else shares the cores. wrk, the proxy, the model
+server and Redis share the machine's cores, so compare ratios within a run. Redis's own CPU per
+request is shown beside the service's. Installs ``wrk`` and ``nginx`` with apt-get when missing.
 """
 
 from __future__ import annotations
@@ -38,33 +47,70 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import redis
 
 from bandit.cli.local_redis import free_port
-from loadtest.processes import model_urls, spawn, stop, wait_http
+from loadtest.processes import model_urls, spawn, stop, tree_cpu_seconds, wait_http
 
 EXPERIMENT = "proxy-bench"
 BODY = '{"features": [0.12, 0.5, 0.93, 0.07]}'
 MARKER = "PROXY_BENCH_RESULT"
-# Issue 4's targets for the service, stated beside the figures.
-TARGET_RATIO = 0.25
-TARGET_ADDED_P50_MS = 0.5
+# The three arms of the learning runs (hidden reward rates of the simulated models).
+THOMPSON_ARMS = {"a": 0.04, "b": 0.05, "c": 0.07}
+# Issue 13's targets for the service, stated beside the figures (against nginx with 1 worker).
+TARGET_CPU_RATIO = 4.0
+GOAL_CPU_RATIO = 2.0
+TARGET_RPS_RATIO = 0.4
+TARGET_ADDED_P50_MS = 0.25
 
-# wrk's Lua: the POST, and a machine-readable summary (percentiles in µs) so nothing parses
-# wrk's human output, whose units change between µs, ms and s.
+# wrk's Lua: a machine-readable summary (percentiles in µs) so nothing parses wrk's human
+# output, whose units change between µs, ms and s.
+WRK_DONE = f"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local feedbacks = 0
+  for _, thread in ipairs(threads) do feedbacks = feedbacks + (thread:get("feedbacks") or 0) end
+  io.write(string.format(
+    '{MARKER} {{"requests": %d, "duration_us": %d, "p50_us": %.1f, "p99_us": %.1f, ' ..
+    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, "feedbacks": %d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout, feedbacks))
+end
+"""
 WRK_SCRIPT = f"""\
+threads = {{}}
+setup = function(thread) table.insert(threads, thread) end
 wrk.method = "POST"
 wrk.body = '{BODY}'
 wrk.headers["Content-Type"] = "application/json"
+{WRK_DONE}"""
 
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{MARKER} {{"requests": %d, "duration_us": %d, "p50_us": %.1f, "p99_us": %.1f, ' ..
-    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect, e.read, e.write, e.status, e.timeout))
+# The learning runs: after every response, with probability `share`, the next request on that
+# connection posts the decision's reward (the model's `outcome`) to /feedback. Only this script
+# defines `response`, which makes wrk parse every answer: the plain targets don't pay for it.
+WRK_FEEDBACK_SCRIPT = """\
+threads = {{}}
+setup = function(thread) table.insert(threads, thread) end
+feedbacks = 0
+local pending = {{}}
+local invoke = wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, '{body}')
+init = function(args) math.randomseed(os.time() + math.floor(os.clock() * 1e6)) end
+request = function()
+  local item = table.remove(pending)
+  if item then
+    feedbacks = feedbacks + 1
+    return wrk.format("POST", "/feedback", {{["Content-Type"] = "application/json"}}, item)
+  end
+  return invoke
 end
-"""
+response = function(status, headers, body)
+  local decision = headers["x-bandit-decision"] or headers["X-Bandit-Decision"]
+  if decision and math.random() < {share} then
+    local reward = string.find(body, '"outcome": 1', 1, true) and 1 or 0
+    table.insert(pending, '{{"decision": "' .. decision .. '", "reward": ' .. reward .. '}}')
+  end
+end
+""" + WRK_DONE.replace("{", "{{").replace("}", "}}")
 
 # The upstream block keeps 64 idle connections to the model server, as the service's client
 # pool does; keepalive_requests is raised on both sides because nginx's default (1000) would
@@ -111,15 +157,24 @@ class Target:
     kind: str
     workers: int = 1
     policy: str = "static"
+    server: str = ""
+    client: str = ""
+
+    @property
+    def learning(self) -> bool:
+        return self.policy == "thompson"
 
     @property
     def label(self) -> str:
+        plural = "s" if self.workers > 1 else ""
         if self.kind == "direct":
             return "direct to model server"
         if self.kind == "nginx":
-            return f"nginx, {self.workers} worker{'s' if self.workers > 1 else ''}"
-        arms = "1 arm, static" if self.policy == "static" else "2 arms, thompson"
-        return f"mab, {self.workers} worker{'s' if self.workers > 1 else ''} ({arms})"
+            return f"nginx, {self.workers} worker{plural}"
+        if self.kind == "floor":
+            return f"floor proxy, {self.server} (1 process)"
+        arms = "1 arm static" if self.policy == "static" else f"{len(THOMPSON_ARMS)} arms thompson"
+        return f"mab {self.server}/{self.client}, {self.workers}w, {arms}"
 
 
 @dataclass(frozen=True)
@@ -130,10 +185,16 @@ class WrkResult:
     p99_ms: float
     status_errors: int
     socket_errors: int
+    # Of `requests`, how many were feedback posts (the learning runs).
+    feedbacks: int = 0
 
     @property
     def rps(self) -> float:
         return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def invokes(self) -> int:
+        return self.requests - self.feedbacks
 
     @property
     def failed(self) -> int:
@@ -145,24 +206,54 @@ class Row:
     target: Target
     loaded: WrkResult
     single: WrkResult
+    # CPU seconds of the target's processes, and of Redis, during the loaded run.
+    cpu_s: float
+    redis_cpu_s: float | None
     log_lines: list[str]
 
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Per proxied request (feedback posts' cost included, not counted as requests)."""
+        return self.cpu_s / max(1, self.loaded.invokes) * 1e6
 
-def parse_targets(text: str, nginx_workers: list[int]) -> list[Target]:
-    """`direct,nginx,service1,service2` (plus nginxN, serviceN-thompson) into targets, in order."""
+    @property
+    def redis_us_per_request(self) -> float | None:
+        return None if self.redis_cpu_s is None else self.redis_cpu_s / max(1, self.loaded.invokes) * 1e6
+
+
+def parse_targets(text: str, servers: list[str], clients: list[str]) -> list[Target]:
+    """`direct,nginx1,service1,service2-thompson,…` into targets, in order; each service target
+    once per server layer and upstream client."""
     targets: list[Target] = []
     for key in (part.strip() for part in text.split(",") if part.strip()):
         if key == "direct":
             targets.append(Target(key, "direct"))
-        elif key == "nginx":
-            targets += [Target(f"nginx{n}", "nginx", n) for n in nginx_workers]
-        elif match := re.fullmatch(r"nginx(\d+)", key):
-            targets.append(Target(key, "nginx", int(match[1])))
+        elif match := re.fullmatch(r"nginx(\d*)", key):
+            targets += [Target(f"nginx{n}", "nginx", n) for n in ([int(match[1])] if match[1] else [1, 2])]
+        elif match := re.fullmatch(r"floor-(uvicorn|granian)", key):
+            targets.append(Target(key, "floor", server=match[1]))
         elif match := re.fullmatch(r"service(\d+)(-thompson)?", key):
-            targets.append(Target(key, "service", int(match[1]), "thompson" if match[2] else "static"))
+            policy = "thompson" if match[2] else "static"
+            targets += [
+                Target(f"{key}-{server}-{client}", "service", int(match[1]), policy, server, client)
+                for server in servers
+                for client in clients
+            ]
         else:
-            raise SystemExit(f"unknown target {key!r}: use direct, nginx, nginxN, serviceN or serviceN-thompson")
+            raise SystemExit(
+                f"unknown target {key!r}: use direct, nginx, nginxN, floor-uvicorn, floor-granian,"
+                " serviceN or serviceN-thompson"
+            )
     return targets
+
+
+def redis_pid(url: str) -> int | None:
+    """The pid of the Redis at `url` when it runs on this machine (its CPU is read from /proc)."""
+    try:
+        pid = int(redis.Redis.from_url(url).info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 # ─── Tools ───
@@ -204,18 +295,20 @@ def tool_version(name: str, path: str) -> str:
 
 
 @contextlib.contextmanager
-def model_servers() -> Iterator[dict[str, str]]:
-    """Two simulated models, a and b (b only for the two-arm runs); {name: base URL}."""
-    process = spawn([sys.executable, "-m", "loadtest.model_server", "--arm=a:0.5", "--arm=b:0.5"])
+def model_servers() -> Iterator[tuple[dict[str, str], int]]:
+    """The simulated models, one process: a, b and c (b and c only for the learning runs); their URLs and pid."""
+    arms = [f"--arm={name}:{rate}" for name, rate in THOMPSON_ARMS.items()]
+    process = spawn([sys.executable, "-m", "loadtest.model_server", *arms])
     try:
-        yield model_urls(process)
+        yield model_urls(process), process.pid
     finally:
         stop(process)
 
 
 @contextlib.contextmanager
-def nginx(binary: str, workers: int, upstream: str, workdir: Path) -> Iterator[str]:
-    """nginx on a free port with its own config, pid, logs and temp paths under `workdir`; its base URL."""
+def nginx(binary: str, workers: int, upstream: str, workdir: Path) -> Iterator[tuple[str, int]]:
+    """nginx on a free port with its own config, pid, logs and temp paths under `workdir`;
+    its base URL and master pid."""
     prefix = workdir / f"nginx{workers}"
     prefix.mkdir()
     port = free_port()
@@ -228,14 +321,38 @@ def nginx(binary: str, workers: int, upstream: str, workdir: Path) -> Iterator[s
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/health", process, "nginx")
-        yield base
+        yield base, process.pid
     finally:
         stop(process, signal.SIGQUIT)  # SIGQUIT is nginx's graceful shutdown
 
 
+#: The floor proxy under each server, on port {port}.
+FLOOR_COMMANDS = {
+    "uvicorn": "-m uvicorn --loop uvloop --http httptools --no-access-log --no-proxy-headers --no-server-header"
+    " --log-level warning --port {port} loadtest.floor_proxy:app",
+    "granian": "-m granian --interface rsgi --loop uvloop --http 1 --no-ws --log-level warning --port {port}"
+    " loadtest.floor_proxy:app",
+}
+
+
 @contextlib.contextmanager
-def service(target: Target, urls: dict[str, str], redis_url: str, log: Path) -> Iterator[str]:
-    """`python -m bandit serve` with the target's workers and a fresh experiment; its base URL."""
+def floor_proxy(target: Target, upstream: str, log: Path) -> Iterator[tuple[str, int]]:
+    """`loadtest.floor_proxy` under the target's server; its base URL and pid."""
+    port = free_port()
+    command = [sys.executable, *FLOOR_COMMANDS[target.server].format(port=port).split()]
+    process = spawn(command, log=log, env={"UPSTREAM": upstream})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health", process, "the floor proxy")
+        yield base, process.pid
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def service(target: Target, urls: dict[str, str], redis_url: str, log: Path) -> Iterator[tuple[str, int]]:
+    """`python -m bandit serve` with the target's workers, server and client and a fresh
+    experiment; its base URL and pid."""
     port = free_port()
     token = secrets.token_urlsafe(16)
     env = {
@@ -244,6 +361,8 @@ def service(target: Target, urls: dict[str, str], redis_url: str, log: Path) -> 
         "BANDIT_SECRET": secrets.token_urlsafe(16),
         "BANDIT_PORT": str(port),
         "BANDIT_WORKERS": str(target.workers),
+        "BANDIT_SERVER": target.server,
+        "BANDIT_UPSTREAM_CLIENT": target.client,
         "BANDIT_LOG_LEVEL": "warning",
     }
     process = spawn([sys.executable, "-m", "bandit", "serve"], log=log, env=env)
@@ -251,16 +370,16 @@ def service(target: Target, urls: dict[str, str], redis_url: str, log: Path) -> 
     try:
         wait_http(f"{base}/readyz", process, "the service")
         create_experiment(base, token, target, urls)
-        yield base
+        yield base, process.pid
     finally:
         stop(process)
 
 
 def create_experiment(base: str, token: str, target: Target, urls: dict[str, str]) -> None:
     admin = {"Authorization": f"Bearer {token}"}
-    # db 5 may hold the experiment from an earlier run; start from zero counts.
+    # The bench's db may hold the experiment from an earlier run; start from zero counts.
     httpx.delete(f"{base}/api/experiments/{EXPERIMENT}", headers=admin)
-    names = ["a"] if target.policy == "static" else ["a", "b"]
+    names = list(THOMPSON_ARMS) if target.learning else ["a"]
     payload = {
         "name": EXPERIMENT,
         "arms": [{"name": name, "url": urls[name]} for name in names],
@@ -274,8 +393,8 @@ def create_experiment(base: str, token: str, target: Target, urls: dict[str, str
 # ─── wrk ───
 
 
-def wrk_command(wrk: str, script: Path, url: str, threads: int, connections: int, duration_s: float) -> list[str]:
-    return [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), url]
+def wrk_command(wrk: str, script: Path, url: str, connections: int, duration_s: float) -> list[str]:
+    return [wrk, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), url]
 
 
 def run_wrk(command: list[str]) -> WrkResult:
@@ -291,16 +410,31 @@ def run_wrk(command: list[str]) -> WrkResult:
         p99_ms=data["p99_us"] / 1000,
         status_errors=data["status"],
         socket_errors=data["connect"] + data["read"] + data["write"] + data["timeout"],
+        feedbacks=data["feedbacks"],
     )
 
 
-def measure(wrk: str, script: Path, url: str, args: argparse.Namespace) -> tuple[WrkResult, WrkResult]:
-    """Warm-up (discarded), then 64 connections, then 1 connection."""
+@dataclass(frozen=True)
+class Measured:
+    loaded: WrkResult
+    single: WrkResult
+    cpu_s: float
+    redis_cpu_s: float | None
+
+
+def measure(wrk: str, script: Path, url: str, pids: tuple[int, int | None], args: argparse.Namespace) -> Measured:
+    """Warm-up (discarded), then 64 connections with the CPU of the target (and of Redis) read
+    across the run, then 1 connection."""
+    root, redis_root = pids
     if args.warmup > 0:
-        run_wrk(wrk_command(wrk, script, url, 2, 64, args.warmup))
-    loaded = run_wrk(wrk_command(wrk, script, url, 2, 64, args.duration))
-    single = run_wrk(wrk_command(wrk, script, url, 1, 1, args.duration))
-    return loaded, single
+        run_wrk(wrk_command(wrk, script, url, 64, args.warmup))
+    cpu_before = tree_cpu_seconds(root)
+    redis_before = tree_cpu_seconds(redis_root) if redis_root else None
+    loaded = run_wrk(wrk_command(wrk, script, url, 64, args.duration))
+    cpu_s = tree_cpu_seconds(root) - cpu_before
+    redis_cpu_s = tree_cpu_seconds(redis_root) - redis_before if redis_root and redis_before is not None else None
+    single = run_wrk(wrk_command(wrk, script, url, 1, args.duration))
+    return Measured(loaded, single, cpu_s, redis_cpu_s)
 
 
 def log_problems(log: Path) -> list[str]:
@@ -314,76 +448,121 @@ def log_problems(log: Path) -> list[str]:
 # ─── Report ───
 
 
-def nginx_rows(rows: list[Row]) -> list[Row]:
-    return [row for row in rows if row.target.kind == "nginx"]
+def reference_row(rows: list[Row]) -> Row | None:
+    """nginx with 1 worker (else the first nginx run): what every ratio divides by."""
+    references = [row for row in rows if row.target.kind == "nginx"]
+    return next((row for row in references if row.target.workers == 1), references[0] if references else None)
+
+
+def added_p50(row: Row, direct: Row | None) -> str:
+    return f"{row.single.p50_ms - direct.single.p50_ms:+.3f}" if direct and row is not direct else "-"
+
+
+def table_cells(row: Row, direct: Row | None, reference: Row | None) -> list[str]:
+    redis_us = row.redis_us_per_request
+    return [
+        row.target.label,
+        f"{row.loaded.rps:,.0f}",
+        f"{row.loaded.rps / reference.loaded.rps:.2f}" if reference else "-",
+        f"{row.cpu_us_per_request:,.0f}" if row.target.kind != "direct" else "-",
+        f"{row.cpu_us_per_request / reference.cpu_us_per_request:.1f}"
+        if reference and row.target.kind != "direct"
+        else "-",
+        f"{redis_us:.0f}" if redis_us is not None and row.target.kind == "service" else "-",
+        f"{row.loaded.p50_ms:.2f} / {row.loaded.p99_ms:.2f}",
+        f"{row.single.p50_ms:.3f}",
+        added_p50(row, direct),
+        f"{row.loaded.feedbacks:,}" if row.target.learning else "-",
+        str(row.loaded.failed + row.single.failed),
+    ]
+
+
+COLUMNS = [
+    "target",
+    "req/s @64",
+    "÷ nginx",
+    "CPU µs/req",
+    "÷ nginx",
+    "Redis µs/req",
+    "p50 / p99 @64 (ms)",
+    "p50 @1 (ms)",
+    "added p50 @1",
+    "feedback posts",
+    "failed",
+]
+
+
+def aligned(cells: list[str], widths: list[int]) -> str:
+    """The first cell left-aligned, the others right-aligned, each in its width."""
+    return "".join(
+        f"{cell:>{width}}" if i else f"{cell:<{width}}"
+        for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+    )
 
 
 def print_table(rows: list[Row], cpus: int) -> None:
     direct = next((row for row in rows if row.target.kind == "direct"), None)
-    references = nginx_rows(rows)
-    header = f"{'target':<36}{'req/s @64':>10}{'p50 @64':>10}{'p99 @64':>10}{'p50 @1':>9}{'+p50 @1':>9}"
-    header += "".join(f"{'÷' + row.target.key:>9}" for row in references) + f"{'failed':>8}"
-    print(f"\nlatencies in ms; +p50 @1 = p50 at 1 connection − direct's; ÷nginxN = req/s @64 ÷ nginx's ({cpus} cores)")
-    print("the model server is one Python process: it bounds the req/s of every target behind it, nginx's too")
-    print(header)
+    reference = reference_row(rows)
+    widths = [44, 10, 8, 11, 8, 13, 19, 12, 13, 15, 7]
+    print(f"\n{cpus} cores shared by wrk, the proxies, the model server and Redis; ÷ nginx against nginx, 1 worker")
+    print(
+        "".join(
+            f"{name:>{width}}" if i else f"{name:<{width}}"
+            for i, (name, width) in enumerate(zip(COLUMNS, widths, strict=True))
+        )
+    )
     for row in rows:
-        added = f"{row.single.p50_ms - direct.single.p50_ms:+.3f}" if direct and row is not direct else "-"
-        line = f"{row.target.label:<36}{row.loaded.rps:>10,.0f}{row.loaded.p50_ms:>10.2f}{row.loaded.p99_ms:>10.2f}"
-        line += f"{row.single.p50_ms:>9.3f}{added:>9}"
-        line += "".join(f"{row.loaded.rps / ref.loaded.rps:>9.2f}" for ref in references)
-        print(line + f"{row.loaded.failed + row.single.failed:>8}")
+        cells = table_cells(row, direct, reference)
+        print(
+            "".join(
+                f"{cell:>{width}}" if i else f"{cell:<{width}}"
+                for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
 
 
 def print_verdicts(rows: list[Row]) -> None:
-    """Issue 4's targets against nginx with 1 worker (the first nginx run when there is no such run)."""
+    """Issue 13's targets against nginx with 1 worker."""
     direct = next((row for row in rows if row.target.kind == "direct"), None)
-    references = nginx_rows(rows)
-    reference = next((row for row in references if row.target.workers == 1), references[0] if references else None)
+    reference = reference_row(rows)
     if direct is None or reference is None:
         return
-    print(f"\ntargets: ≥ {TARGET_RATIO}× {reference.target.label}'s req/s", end="")
-    print(f", ≤ {TARGET_ADDED_P50_MS} ms added p50 at 1 connection, 0 failed")
+    print(
+        f"\ntargets: CPU µs/request ≤ {TARGET_CPU_RATIO:g}× {reference.target.label}'s (goal {GOAL_CPU_RATIO:g}×),"
+        f" req/s @64 ≥ {TARGET_RPS_RATIO}× its with 2 workers, added p50 @1 ≤ {TARGET_ADDED_P50_MS} ms, 0 failed"
+    )
     for row in rows:
         if row.target.kind != "service":
             continue
-        ratio = row.loaded.rps / reference.loaded.rps
+        cpu_ratio = row.cpu_us_per_request / reference.cpu_us_per_request
+        rps_ratio = row.loaded.rps / reference.loaded.rps
         added = row.single.p50_ms - direct.single.p50_ms
         failed = row.loaded.failed + row.single.failed
         verdicts = [
-            f"{ratio:.2f}× ({'met' if ratio >= TARGET_RATIO else 'missed'})",
+            f"CPU {cpu_ratio:.1f}× ({'met' if cpu_ratio <= TARGET_CPU_RATIO else 'missed'})",
+            f"req/s {rps_ratio:.2f}×"
+            + (f" ({'met' if rps_ratio >= TARGET_RPS_RATIO else 'missed'})" if row.target.workers == 2 else ""),
             f"+{added:.3f} ms ({'met' if added <= TARGET_ADDED_P50_MS else 'missed'})",
             f"{failed} failed ({'met' if failed == 0 else 'missed'})",
         ]
-        print(f"  {row.target.label:<36}" + ", ".join(verdicts))
+        print(f"  {row.target.label:<44}" + ", ".join(verdicts))
 
 
 def print_markdown(rows: list[Row], command: str, args: argparse.Namespace, versions: str) -> None:
     direct = next((row for row in rows if row.target.kind == "direct"), None)
-    references = nginx_rows(rows)
+    reference = reference_row(rows)
     print(
         f"\n`{command}` ({date.today().isoformat()}; {versions}{NGINX_NOTE if 'nginx' in versions else ''})."
         f" Every target answers `POST …/predict` with a {len(BODY)}-byte JSON body from one simulated model server;"
-        f" `wrk -t2 -c64 -d{args.duration:g}s --latency` after a {args.warmup:g} s warm-up, then"
-        f" `wrk -t1 -c1 -d{args.duration:g}s --latency`. wrk, the proxy, the model server and Redis share"
-        f" the machine's {os.cpu_count()} cores.\n"
+        f" `wrk -t1 -c64 -d{args.duration:g}s --latency` after a {args.warmup:g} s warm-up (CPU read across it),"
+        f" then `wrk -t1 -c1 -d{args.duration:g}s --latency`. Learning runs post feedback for"
+        f" {args.feedback_share:.0%} of decisions on the same connections; their CPU per request includes it."
+        f" wrk, the proxy, the model server and Redis share the machine's {os.cpu_count()} cores.\n"
     )
-    head = "| target | req/s (64 conn) | p50 / p99 (ms, 64 conn) |"
-    head += "".join(f" ÷ {ref.target.label} |" for ref in references)
-    head += " p50 at 1 conn (ms) | added p50 at 1 conn (ms) | failed |"
-    print(head)
-    print("|---" + "|---:" * (head.count("|") - 2) + "|")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|---" + "|---:" * (len(COLUMNS) - 1) + "|")
     for row in rows:
-        added = f"{row.single.p50_ms - direct.single.p50_ms:+.3f}" if direct and row is not direct else "-"
-        cells = [
-            row.target.label,
-            f"{row.loaded.rps:,.0f}",
-            f"{row.loaded.p50_ms:.2f} / {row.loaded.p99_ms:.2f}",
-            *(f"{row.loaded.rps / ref.loaded.rps:.2f}" for ref in references),
-            f"{row.single.p50_ms:.3f}",
-            added,
-            str(row.loaded.failed + row.single.failed),
-        ]
-        print("| " + " | ".join(cells) + " |")
+        print("| " + " | ".join(table_cells(row, direct, reference)) + " |")
 
 
 def print_service_logs(rows: list[Row], limit: int = 30) -> None:
@@ -399,19 +578,25 @@ def print_service_logs(rows: list[Row], limit: int = 30) -> None:
 def run_target(
     target: Target, tools: dict[str, str], urls: dict[str, str], workdir: Path, args: argparse.Namespace
 ) -> Row:
-    script = workdir / "post.lua"
+    script = workdir / ("feedback.lua" if target.learning else "post.lua")
     log = workdir / f"{target.key}.log"
     with contextlib.ExitStack() as stack:
+        redis_root: int | None = None
         if target.kind == "direct":
-            url = f"{urls['a']}/predict"
+            url, root = f"{urls['a']}/predict", args.model_pid
         elif target.kind == "nginx":
-            url = f"{stack.enter_context(nginx(tools['nginx'], target.workers, urls['a'], workdir))}/predict"
+            base, root = stack.enter_context(nginx(tools["nginx"], target.workers, urls["a"], workdir))
+            url = f"{base}/predict"
+        elif target.kind == "floor":
+            base, root = stack.enter_context(floor_proxy(target, urls["a"], log))
+            url = f"{base}/predict"
         else:
-            base = stack.enter_context(service(target, urls, args.redis_url, log))
+            base, root = stack.enter_context(service(target, urls, args.redis_url, log))
             url = f"{base}/invoke/{EXPERIMENT}/predict"
+            redis_root = redis_pid(args.redis_url)
         print(f"{target.label}: {url}", flush=True)
-        loaded, single = measure(tools["wrk"], script, url, args)
-    return Row(target, loaded, single, log_problems(log))
+        measured = measure(tools["wrk"], script, url, (root, redis_root), args)
+    return Row(target, measured.loaded, measured.single, measured.cpu_s, measured.redis_cpu_s, log_problems(log))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -420,27 +605,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk before each target's runs")
     parser.add_argument(
         "--targets",
-        default="direct,nginx,service1,service2",
-        help="comma-separated: direct, nginx, nginxN, serviceN, serviceN-thompson",
+        default="direct,nginx1,floor-uvicorn,floor-granian,service1,service2,service1-thompson,service2-thompson",
+        help="comma-separated: direct, nginx (1 and 2 workers), nginxN, floor-uvicorn, floor-granian, serviceN,"
+        " serviceN-thompson",
     )
-    parser.add_argument("--nginx-workers", default="1,2", help="worker_processes for the `nginx` target, e.g. 1,2")
+    parser.add_argument("--servers", default="", help="server layers of the service targets (default: the default)")
+    parser.add_argument("--clients", default="", help="upstream clients of the service targets (default: the default)")
+    parser.add_argument("--feedback-share", type=float, default=0.2, help="share of decisions given feedback")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5", help="the service's Redis (db 5)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bandit.core.settings import Settings
+
     args = parse_args(argv)
     command = shlex.join(["python", "-m", "loadtest.proxy_bench", *(sys.argv[1:] if argv is None else argv)])
-    targets = parse_targets(args.targets, [int(n) for n in args.nginx_workers.split(",") if n.strip()])
+    defaults = Settings()
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()] or [defaults.server]
+    clients = [name.strip() for name in args.clients.split(",") if name.strip()] or [defaults.upstream_client]
+    targets = parse_targets(args.targets, servers, clients)
     needed = ["wrk"] + (["nginx"] if any(target.kind == "nginx" for target in targets) else [])
     tools = ensure_tools(needed)
     versions = ", ".join(tool_version(name, tools[name]) for name in needed)
     cpus = os.cpu_count() or 1
     print(f"{command}\n{versions}; {cpus} cores shared by wrk, the proxies, the model server and Redis")
-    with tempfile.TemporaryDirectory(prefix="mab-proxy-bench-") as temp, model_servers() as urls:
+    with tempfile.TemporaryDirectory(prefix="mab-proxy-bench-") as temp, model_servers() as (urls, model_pid):
+        args.model_pid = model_pid
         workdir = Path(temp)
         workdir.chmod(0o755)  # nginx's workers drop root and must reach their temp paths
         (workdir / "post.lua").write_text(WRK_SCRIPT)
+        (workdir / "feedback.lua").write_text(WRK_FEEDBACK_SCRIPT.format(body=BODY, share=args.feedback_share))
         rows = [run_target(target, tools, urls, workdir, args) for target in targets]
     print_table(rows, cpus)
     print_verdicts(rows)
