@@ -13,11 +13,10 @@ WebSocket (granian runs with them off).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from proxy.rsgi import DRAIN_BYTES, DRAIN_S, raw_path
+from proxy.rsgi import drain_body, raw_path, text_headers
 
 AsgiApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[..., Awaitable[None]]], Any]
 
@@ -30,7 +29,7 @@ def asgi_scope(scope: Any) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": scope.http_version,
+        "http_version": "1.0" if scope.http_version == "1" else scope.http_version,
         "method": scope.method,
         "scheme": scope.scheme,
         "path": path,
@@ -54,7 +53,6 @@ class _Exchange:
         self._status = 500
         self._headers: list[tuple[str, str]] = []
         self._stream: Any = None
-        self.answered = False
 
     async def receive(self) -> dict[str, Any]:
         if self._body_done:
@@ -74,25 +72,18 @@ class _Exchange:
         return {"type": "http.request", "body": chunk, "more_body": True}
 
     async def drain(self) -> None:
-        """Read and drop what the app left of the body (a 413, say), within the proxy's bounds:
-        a client still sending when the connection closed would get a reset, not the answer."""
-        if self._body_done:
-            return
-        self._body_done = True
-        dropped = 0
-        with contextlib.suppress(RuntimeError, TimeoutError):
-            async with asyncio.timeout(DRAIN_S):
-                while dropped <= DRAIN_BYTES:
-                    try:
-                        dropped += len(await self._chunks.__anext__())
-                    except StopAsyncIteration:
-                        return
+        """Drop what the app left of the body (a 413, say); see `proxy.rsgi.drain_body`."""
+        # The answer is complete: granian ends a streamed one once its stream object is gone.
+        self._stream = None
+        if not self._body_done:
+            self._body_done = True
+            await drain_body(self._chunks)
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "http.response.start":
             self._status = message["status"]
-            self._headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in message["headers"]]
+            self._headers = text_headers(message["headers"])
             return
         if kind != "http.response.body":
             return
@@ -100,22 +91,19 @@ class _Exchange:
         more = message.get("more_body", False)
         if self._stream is None and not more:
             self._protocol.response_bytes(self._status, self._headers, body)
-            self.answered = True
             return
         if self._stream is None:
             self._stream = self._protocol.response_stream(self._status, self._headers)
-            self.answered = True
         if body:
             await self._stream.send_bytes(body)
 
 
 async def serve_asgi(app: AsgiApp, scope: Any, protocol: Any) -> None:
     """Answer one RSGI request with `app`."""
-    exchange = _Exchange(protocol)
+    exchange = _Exchange(protocol)  # granian answers 500 itself if the app never does
     await app(asgi_scope(scope), exchange.receive, exchange.send)
-    if not exchange.answered:
-        protocol.response_bytes(500, [("content-length", "0")], b"")
-    await exchange.drain()
+    if "expect" not in scope.headers:  # refused before it sent, such a client sends nothing
+        await exchange.drain()
 
 
 class Lifespan:

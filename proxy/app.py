@@ -209,8 +209,9 @@ class ProxyApp:
     ) -> None:
         """Stream the upstream's answer back with the bandit headers, then count it.
 
-        A body of known length that arrives in its first chunk (the usual small answer of a
-        model) goes out with the headers in one write; anything else streams as it comes.
+        A body of declared length that arrives in its first chunk (the usual small answer of
+        a model) goes out with the headers in one write; anything else streams as it comes,
+        headers first.
         """
         experiment = snapshot.experiment
         answer = response_headers(response.headers)
@@ -222,19 +223,22 @@ class ProxyApp:
         )
         failed = response.status >= 500
         chunks = response.body()
+        length = answer.content_length
         answering = False
         try:
-            first = b""
-            if answer.content_length != 0:
-                first = await anext(chunks, b"")
+            # Headers go out at once unless a length is declared: then the first chunk (all of a
+            # small answer) is awaited, so headers and body can leave in one write.
+            first = await anext(chunks, b"") if length else b""
+            # One more read sees the body end: some clients (httpx) return the connection only then.
+            rest = await anext(chunks, None) if length is not None and len(first) == length else b""
             answering = True
-            if answer.content_length == len(first):
-                await chunks.aclose()
+            if rest is None:
                 await responder.whole(response.status, out_headers, first)
             else:
                 await responder.start(response.status, out_headers)
-                if first:
-                    await responder.chunk(first)
+                for chunk in (first, rest):
+                    if chunk:
+                        await responder.chunk(chunk)
                 async for chunk in chunks:
                     await responder.chunk(chunk)
                 await responder.end()
@@ -246,6 +250,9 @@ class ProxyApp:
                 detail = f"arm {arm.name!r}: {error.message}"
                 await error_answer(responder, error.status_code, detail, arm=arm.name, experiment=experiment.name)
             # Else the headers are gone already: all that is left is to cut the response short.
+        except ClientDisconnected:
+            # The client left mid-answer: nothing to send it; the arm answered, so it is no failure.
+            pass
         finally:
             await response.close()
             latency_ms = (time.perf_counter() - started) * 1000.0
@@ -266,7 +273,8 @@ class ProxyApp:
             self.sticky.remember(snapshot.name, unit_id, snapshot.routes[index].name)
         if is_healthy(snapshot.urls[index]):
             return index
-        return snapshot.choose_other(index, is_healthy) or index
+        other = snapshot.choose_other(index, is_healthy)
+        return index if other is None else other
 
     def _mirror(self, snapshot: Snapshot, method: str, target: str, headers: Headers, body: bytes) -> None:
         """Offer a copy to each shadow arm (small, whole bodies only: a stream cannot be read twice)."""

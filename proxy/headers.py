@@ -63,16 +63,17 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
     for header in headers:
         name = header[0]
         if name in _NOT_FORWARDED:
+            # The first of repeated ones counts, as a lookup by name would find it.
             if name == b"content-length":
-                content_length = header[1]
+                content_length = header[1] if content_length is None else content_length
             elif name == b"host":
-                host = header[1]
+                host = header[1] if host is None else host
             elif name == b"connection":
                 listed = _listed_in_connection(header[1], listed)
         elif name == b"x-forwarded-for":
             prior_for = header[1] if prior_for is None else prior_for + b", " + header[1]
         else:
-            if name == b"x-bandit-unit":
+            if name == b"x-bandit-unit" and unit is None:
                 unit = header[1]
             forwarded.append(header)
     if listed:
@@ -80,6 +81,8 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
         forwarded = [header for header in forwarded if header[0] not in listed]
         if b"x-bandit-unit" in listed:
             unit = None
+        if b"x-forwarded-for" in listed:
+            prior_for = None
     if client_host is not None:
         prior_for = client_host.encode() if prior_for is None else prior_for + b", " + client_host.encode()
     if prior_for is not None:

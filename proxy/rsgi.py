@@ -1,14 +1,22 @@
 """The proxy behind granian's RSGI interface: the same forwarding as the ASGI app, fewer layers.
 
 RSGI (granian's own interface) hands over the request as a scope object and a protocol
-whose methods write the answer, with no message dicts in between: measured in
-BENCHMARKS.md, that is a third less CPU per proxied request than ASGI under uvicorn or
-granian. Headers arrive as text; they are turned into bytes once, as ASGI gives them, so
-everything past this module is the same for both interfaces.
+whose methods write the answer, with no message dicts in between. Header text is turned
+into bytes once, as ASGI gives them, so everything past this module is the same for both
+interfaces. BENCHMARKS.md measures it against uvicorn.
 
 The body is read whole when it is small (up to `WHOLE_BODY_BYTES`, declared or not): such
 a body can be mirrored to shadow arms and sent again to another arm, as under ASGI where a
 small body comes in one message. A larger one streams (`StreamedBody`).
+
+What RSGI 1.6 (granian 2.8) cannot carry, and uvicorn can (docs/design.md lists them):
+- a request header whose value is not visible ASCII: granian leaves it out of the scope;
+- a chunked upload the client broke off: granian ends the body as if it were complete
+  (a declared length is checked here, so only chunked uploads are affected);
+- an answer the upstream broke off mid-stream: granian ends the stream cleanly, so a
+  chunked answer looks complete to the client;
+- back-pressure: a streamed answer is queued in memory as fast as the upstream sends it,
+  however slowly the client reads.
 """
 
 from __future__ import annotations
@@ -21,15 +29,14 @@ from urllib.parse import quote
 
 from proxy.app import ProxyApp
 from proxy.clients.base import Headers
+from proxy.exceptions import ClientDisconnected
 from proxy.headers import request_headers
 
 # Characters of a path (RFC 3986 pchar and "/") that stand for themselves.
 _PATH_SAFE = "/-._~!$&'()*+,;=:@"
 #: Bodies up to this size are read before an upstream connection is taken.
 WHOLE_BODY_BYTES = 64 * 1024
-#: After an answer that left the request body unread (a 413, an error), at most this much of
-#: it, for at most this long, is read and dropped: a client still sending when the connection
-#: closed would get a reset instead of the answer (what nginx's lingering close avoids).
+#: What `drain_body` reads at most of a body an answer left unread.
 DRAIN_BYTES = 32 * 1024 * 1024
 DRAIN_S = 5.0
 
@@ -50,9 +57,21 @@ class RsgiProtocol(Protocol):
     def response_stream(self, status: int, headers: list[tuple[str, str]]) -> RsgiStream: ...
 
 
+def _text(value: bytes) -> str:
+    """A header value as granian writes it back (as UTF-8): UTF-8 bytes stay the same bytes;
+    other bytes above 0x7f cannot, and go out UTF-8 encoded."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def text_headers(headers: Headers) -> list[tuple[str, str]]:
-    """Header bytes as RSGI wants them: latin-1 maps each byte to one character and back."""
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+    """Header bytes as RSGI wants them: names are ASCII; values see `_text`."""
+    return [
+        (name.decode("latin-1"), value.decode("latin-1") if value.isascii() else _text(value))
+        for name, value in headers
+    ]
 
 
 class RsgiResponder:
@@ -72,31 +91,43 @@ class RsgiResponder:
 
     async def chunk(self, data: bytes) -> None:
         assert self._stream is not None
-        await self._stream.send_bytes(data)
+        try:
+            await self._stream.send_bytes(data)
+        except RuntimeError as error:  # granian's RSGIProtocolClosed: the client went away
+            raise ClientDisconnected("the client went away mid-answer") from error
 
     async def end(self) -> None:
-        """Nothing to send: granian ends the body when the stream's owner returns."""
+        """Let granian end the body: it does so once the stream object is gone."""
+        self._stream = None
 
 
 class RsgiBody:
     """ASGI-shaped `receive` over an RSGI request body, so `read_request_body` serves both."""
 
-    __slots__ = ("_chunks", "_declared", "_done", "_protocol")
+    __slots__ = ("_chunks", "_declared", "_done", "_none_yet", "_protocol", "_received")
 
-    def __init__(self, protocol: RsgiProtocol, declared: bytes | None) -> None:
+    def __init__(self, protocol: RsgiProtocol, declared: bytes | None, has_body: bool) -> None:
+        """`declared`: the Content-Length; `has_body`: False when there is neither that nor a
+        Transfer-Encoding (a GET, say), so nothing is read at all."""
         self._protocol = protocol
         self._declared = int(declared) if declared is not None and declared.isdigit() else None
         self._chunks: AsyncIterator[bytes] | None = None
-        self._done = False
+        self._done = not has_body
+        # No body at all: the first receive says so without a read.
+        self._none_yet = not has_body
+        self._received = 0
 
     async def __call__(self) -> dict[str, Any]:
+        if self._none_yet:
+            self._none_yet = False
+            return {"type": "http.request", "body": b"", "more_body": False}
         if self._done:
             return {"type": "http.disconnect"}
         try:
             if self._chunks is None:
                 return await self._first()
-            chunk = await _next_chunk(self._chunks)
-        except RuntimeError:  # granian's RSGIProtocolError/Closed: the client went away mid-body
+            chunk = await self._next()
+        except (RuntimeError, ClientDisconnected):  # granian's RSGIProtocolError/Closed, or a short body
             self._done = True
             return {"type": "http.disconnect"}
         if chunk is None:
@@ -104,35 +135,67 @@ class RsgiBody:
             return {"type": "http.request", "body": b"", "more_body": False}
         return {"type": "http.request", "body": chunk, "more_body": True}
 
-    async def drain(self) -> None:
-        """Read and drop what is left of the body, within `DRAIN_BYTES` and `DRAIN_S`."""
-        if self._done:
-            return
-        self._done = True
-        if self._chunks is None:
-            self._chunks = self._protocol.__aiter__()
-        dropped = 0
-        with contextlib.suppress(RuntimeError, TimeoutError):
-            async with asyncio.timeout(DRAIN_S):
-                while dropped <= DRAIN_BYTES and (chunk := await _next_chunk(self._chunks)) is not None:
-                    dropped += len(chunk)
+    async def _next(self) -> bytes | None:
+        """The next non-empty chunk; None at the end. A declared body that ends short was cut
+        off: granian ends it as if it were complete, so the count tells."""
+        assert self._chunks is not None
+        while True:
+            try:
+                # Not anext(…, default): its wrapper around the awaitable granian returns
+                # crashes the worker (a segfault, seen with granian 2.8.9).
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                if self._declared is not None and self._received < self._declared:
+                    raise ClientDisconnected("the client went away mid-upload") from None
+                return None
+            if chunk:  # granian yields empty chunks before the end
+                self._received += len(chunk)
+                return chunk
 
     async def _first(self) -> dict[str, Any]:
         """The whole body if it is small, else what came of it up to the limit."""
         if self._declared is not None and self._declared <= WHOLE_BODY_BYTES:
             self._done = True
-            return {"type": "http.request", "body": await self._protocol(), "more_body": False}
+            body = await self._protocol()
+            if len(body) < self._declared:
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": body, "more_body": False}
         self._chunks = self._protocol.__aiter__()
         parts: list[bytes] = []
         size = 0
         while size <= WHOLE_BODY_BYTES:
-            chunk = await _next_chunk(self._chunks)
+            chunk = await self._next()
             if chunk is None:
                 self._done = True
                 return {"type": "http.request", "body": b"".join(parts), "more_body": False}
             parts.append(chunk)
             size += len(chunk)
         return {"type": "http.request", "body": b"".join(parts), "more_body": True}
+
+    async def drain(self) -> None:
+        """Read and drop what the answer left of the body (see `drain_body`)."""
+        if self._done:
+            return
+        self._done = True
+        if self._declared is None or self._declared - self._received <= DRAIN_BYTES:
+            await drain_body(self._chunks or self._protocol.__aiter__())
+
+
+async def drain_body(chunks: AsyncIterator[bytes]) -> None:
+    """Read and drop up to `DRAIN_BYTES` of a request body, for at most `DRAIN_S`.
+
+    An answer that left the body unread (a 413, an error) would otherwise close a connection
+    the client is still sending on, and the client would see a reset instead of the answer
+    (what nginx's lingering close avoids). Bounded, so a client cannot keep a handler reading.
+    """
+    dropped = 0
+    with contextlib.suppress(RuntimeError, TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            while dropped <= DRAIN_BYTES:
+                try:
+                    dropped += len(await chunks.__anext__())
+                except StopAsyncIteration:
+                    return
 
 
 def raw_path(path: str) -> bytes:
@@ -144,24 +207,17 @@ def raw_path(path: str) -> bytes:
     return quote(path, safe=_PATH_SAFE).encode("ascii")
 
 
-async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
-    """The next chunk, None at the end. Not anext(…, default): its wrapper around the awaitable
-    granian returns crashes the worker (a segfault, seen with granian 2.8.9)."""
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
 async def serve_rsgi(proxy: ProxyApp, scope: Any, protocol: RsgiProtocol) -> None:
     """Answer one /invoke request that granian handed over through RSGI."""
     client_host = scope.client.rpartition(":")[0] or None
     incoming = request_headers(
-        [(name.encode("latin-1"), value.encode("latin-1")) for name, value in scope.headers.items()],
+        [(name.encode("latin-1"), value.encode("latin-1")) for name, value in scope.headers.items()],  # ASCII
         client_host.strip("[]") if client_host else None,
         scope.scheme,
     )
-    body = RsgiBody(protocol, incoming.content_length)
+    headers = scope.headers
+    has_body = incoming.content_length is not None or "transfer-encoding" in headers
+    body = RsgiBody(protocol, incoming.content_length, has_body)
     await proxy.forward(
         RsgiResponder(protocol),
         scope.method,
@@ -170,4 +226,7 @@ async def serve_rsgi(proxy: ProxyApp, scope: Any, protocol: RsgiProtocol) -> Non
         incoming,
         body,
     )
-    await body.drain()
+    # A client that asked to be told before it sends (Expect: 100-continue) and was refused
+    # sends nothing: waiting for its body would only hold the handler.
+    if "expect" not in headers:
+        await body.drain()
