@@ -11,7 +11,9 @@ the end by one simulated model server (``loadtest.model_server``):
 - ``service1``, ``service2``: ``python -m bandit serve`` with 1 or 2 workers, one experiment of
   one arm with the ``static`` policy: the raw cost of the proxy;
 - ``floor-uvicorn``, ``floor-granian``: ``loadtest.floor_proxy``, the least a Python proxy on
-  the same server (ASGI under uvicorn, RSGI under granian) and upstream client costs;
+  the same server (ASGI under uvicorn, RSGI under granian) and upstream client costs; also
+  ``floor-uvicorn-h11``, ``floor-granian-asgi`` and ``floor-hypercorn`` (pip-installed when
+  missing), the other server candidates;
 - ``service1-thompson``, ``service2-thompson``: three arms under Thompson sampling, with
   feedback posted for a share of the decisions (``--feedback-share``) by the same wrk
   connections, as a client reporting its outcomes would.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -230,7 +233,7 @@ def parse_targets(text: str, servers: list[str], clients: list[str]) -> list[Tar
             targets.append(Target(key, "direct"))
         elif match := re.fullmatch(r"nginx(\d*)", key):
             targets += [Target(f"nginx{n}", "nginx", n) for n in ([int(match[1])] if match[1] else [1, 2])]
-        elif match := re.fullmatch(r"floor-(uvicorn|granian)", key):
+        elif match := re.fullmatch(r"floor-(uvicorn|uvicorn-h11|granian|granian-asgi|hypercorn)", key):
             targets.append(Target(key, "floor", server=match[1]))
         elif match := re.fullmatch(r"service(\d+)(-thompson)?", key):
             policy = "thompson" if match[2] else "static"
@@ -241,7 +244,7 @@ def parse_targets(text: str, servers: list[str], clients: list[str]) -> list[Tar
             ]
         else:
             raise SystemExit(
-                f"unknown target {key!r}: use direct, nginx, nginxN, floor-uvicorn, floor-granian,"
+                f"unknown target {key!r}: use direct, nginx, nginxN, floor-SERVER ({', '.join(FLOOR_COMMANDS)}),"
                 " serviceN or serviceN-thompson"
             )
     return targets
@@ -326,18 +329,29 @@ def nginx(binary: str, workers: int, upstream: str, workdir: Path) -> Iterator[t
         stop(process, signal.SIGQUIT)  # SIGQUIT is nginx's graceful shutdown
 
 
-#: The floor proxy under each server, on port {port}.
+_UVICORN = "-m uvicorn --loop uvloop --no-access-log --no-proxy-headers --no-server-header --log-level warning"
+#: The floor proxy under each server candidate, on port {port}.
 FLOOR_COMMANDS = {
-    "uvicorn": "-m uvicorn --loop uvloop --http httptools --no-access-log --no-proxy-headers --no-server-header"
-    " --log-level warning --port {port} loadtest.floor_proxy:app",
+    "uvicorn": f"{_UVICORN} --http httptools --port {{port}} loadtest.floor_proxy:app",
+    "uvicorn-h11": f"{_UVICORN} --http h11 --port {{port}} loadtest.floor_proxy:app",
     "granian": "-m granian --interface rsgi --loop uvloop --http 1 --no-ws --log-level warning --port {port}"
     " loadtest.floor_proxy:app",
+    "granian-asgi": "-m granian --interface asgi --loop uvloop --http 1 --no-ws --log-level warning --port {port}"
+    " loadtest.floor_proxy:app",
+    "hypercorn": "-m hypercorn --worker-class uvloop --log-level warning --bind 127.0.0.1:{port}"
+    " loadtest.floor_proxy:app",
 }
+#: Servers measured only as floor candidates, installed into the venv when missing.
+EXTRA_SERVERS = {"hypercorn": "hypercorn"}
 
 
 @contextlib.contextmanager
 def floor_proxy(target: Target, upstream: str, log: Path) -> Iterator[tuple[str, int]]:
     """`loadtest.floor_proxy` under the target's server; its base URL and pid."""
+    package = EXTRA_SERVERS.get(target.server)
+    if package is not None and importlib.util.find_spec(package) is None:
+        print(f"proxy_bench: {package} not found: installing it into this venv with pip")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
     port = free_port()
     command = [sys.executable, *FLOOR_COMMANDS[target.server].format(port=port).split()]
     process = spawn(command, log=log, env={"UPSTREAM": upstream})

@@ -70,12 +70,23 @@ class PyreqwestResponse:
         self.headers: Headers = [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers.items()
         ]
+        length = response.headers.get("content-length")
+        self._length = int(length) if length is not None and length.isdigit() else None
 
     async def body(self) -> AsyncGenerator[bytes, None]:
+        """The chunks as they arrive. Once a declared length has arrived the body is over: hyper
+        has handed the connection back already, so no read is spent to hear it say so."""
         reader = self._response.body_reader
+        remaining = self._length
         try:
-            while (chunk := await reader.read_chunk()) is not None:
-                yield chunk.to_bytes()
+            while remaining is None or remaining > 0:
+                chunk = await reader.read_chunk()
+                if chunk is None:
+                    return
+                data = chunk.to_bytes()
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
         except PyreqwestError as error:
             raise _translate(error) from error
 
