@@ -9,7 +9,6 @@ measured side by side by `python -m loadtest.proxy_bench --servers uvicorn,grani
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from bandit.core.settings import Settings, settings_to_environ
 
@@ -30,7 +29,7 @@ def _run_uvicorn(settings: Settings) -> None:
         "port": settings.port,
         "loop": "uvloop",
         "http": "httptools",
-        "log_level": settings.log_level,
+        "log_level": settings.log_level.lower(),
         "access_log": False,
         # The proxy writes X-Forwarded-* itself and trusts none from its clients; skipping uvicorn's
         # proxy-headers middleware and its Server header saves work on every request.
@@ -47,17 +46,10 @@ def _run_uvicorn(settings: Settings) -> None:
         uvicorn.run(create_asgi(settings), **common)  # type: ignore[arg-type]
 
 
-def _granian_level(level: str) -> Any:
-    """Granian's name for a uvicorn log level (it has no `trace`: that is its `debug`)."""
-    from granian.log import LogLevels
-
-    name = level.lower()
-    return LogLevels("debug" if name == "trace" else name if name in LogLevels.__members__ else "info")
-
-
 def _run_granian(settings: Settings) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
 
     # Granian always serves from worker processes, which re-import the factory: they read the
     # settings from the environment, as uvicorn's workers do.
@@ -72,6 +64,6 @@ def _run_granian(settings: Settings) -> None:
         loop=Loops.uvloop,
         http=HTTPModes.http1,
         websockets=False,
-        log_level=_granian_level(settings.log_level),
+        log_level=LogLevels(settings.log_level.lower()),
         log_access=False,
     ).serve()

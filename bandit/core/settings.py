@@ -112,6 +112,10 @@ _ENVIRONMENT = {
 }
 
 
+#: The log levels both servers and Python's logging know, in any case.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
 class SettingsError(ValueError):
     """A setting has a value of the wrong type or range."""
 
@@ -131,6 +135,8 @@ def load_settings(overrides: Mapping[str, object] | None = None, environ: Mappin
         raise SettingsError(f"invalid setting: {error}") from None
     if settings.workers < 1:
         raise SettingsError("Setting 'workers' (BANDIT_WORKERS) must be >= 1")
+    if settings.log_level.lower() not in LOG_LEVELS:
+        raise SettingsError(f"Setting 'log_level' (BANDIT_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if settings.max_experiments < 1 or settings.max_api_body_bytes < 1:
         raise SettingsError("BANDIT_MAX_EXPERIMENTS and BANDIT_MAX_API_BODY_BYTES must be >= 1")
     _check_rotation(settings)

@@ -496,6 +496,16 @@ def test_settings_refuse_a_limit_below_one() -> None:
     assert load_settings(environ={"BANDIT_MAX_EXPERIMENTS": "5"}).max_experiments == 5
 
 
+@pytest.mark.parametrize(("variable", "value"), [("BANDIT_LOG_LEVEL", "trace"), ("BANDIT_SERVER", "nginx")])
+def test_settings_refuse_a_log_level_or_server_no_server_knows(variable: str, value: str) -> None:
+    from bandit.core.settings import SettingsError, load_settings
+
+    # Named in the message rather than failing later inside logging or the server.
+    with pytest.raises(SettingsError, match="BANDIT_LOG_LEVEL|server"):
+        load_settings(environ={variable: value})
+    assert load_settings(environ={"BANDIT_LOG_LEVEL": "WARNING"}).log_level == "WARNING"
+
+
 def test_unknown_routes_and_methods_say_what_was_asked(admin: httpx.Client) -> None:
     missing = admin.get("/api/experiments/some-name/nothing-here")
     assert missing.status_code == 404
