@@ -265,12 +265,13 @@ class ProxyApp:
             return snapshot.choose_healthy(is_healthy)
         # A unit keeps the arm it was first given (for the TTL) while that arm serves and is healthy;
         # a new unit hashes onto the allocation, so every replica gives it the same arm.
-        unit_id = unit.decode("latin-1")
-        remembered = self.sticky.get(snapshot.name, unit_id)
+        # Remembered by digest: a unit id of any length costs the map the same few bytes.
+        digest = snapshot.unit_digest(unit)
+        remembered = self.sticky.get(digest)
         index = snapshot.serving_index(remembered) if remembered is not None else None
         if index is None:
-            index = snapshot.choose_for_unit(unit_id)
-            self.sticky.remember(snapshot.name, unit_id, snapshot.routes[index].name)
+            index = snapshot.choose_for_unit(digest)
+            self.sticky.remember(digest, snapshot.routes[index].name)
         if is_healthy(snapshot.urls[index]):
             return index
         other = snapshot.choose_other(index, is_healthy)

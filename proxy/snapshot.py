@@ -182,11 +182,19 @@ class Snapshot:
         """Index of `arm_name` if it may take traffic now."""
         return next((i for i in self.serving if self.experiment.arms[i].name == arm_name), None)
 
-    def choose_for_unit(self, unit: str) -> int:
-        """Sticky choice: a unit hashes onto the allocation, so it maps to the same arm on every
-        replica, and only units near a boundary move when the allocation shifts."""
+    def unit_digest(self, unit: bytes) -> bytes:
+        """8 bytes naming a sticky unit (`X-Bandit-Unit`) of this experiment, whatever its length.
+
+        Spelled as earlier releases hashed it (the name, a NUL, the unit's bytes read as latin-1,
+        all UTF-8 encoded), so replicas of both agree on every unit's arm.
+        """
+        text = f"{self.name}\0{unit.decode('latin-1')}"
+        return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+    def choose_for_unit(self, digest: bytes) -> int:
+        """Sticky choice: a unit's digest hashes onto the allocation, so it maps to the same arm on
+        every replica, and only units near a boundary move when the allocation shifts."""
         cumulative = self._cumulative_allocation()
-        digest = hashlib.blake2b(f"{self.name}\0{unit}".encode(), digest_size=8).digest()
         position = int.from_bytes(digest, "big") / 2**64 * cumulative[-1]
         index = int(np.searchsorted(cumulative, position, side="right"))
         return min(index, len(cumulative) - 1)

@@ -501,7 +501,7 @@ def test_settings_refuse_a_log_level_or_server_no_server_knows(variable: str, va
     from bandit.core.settings import SettingsError, load_settings
 
     # Named in the message rather than failing later inside logging or the server.
-    with pytest.raises(SettingsError, match="BANDIT_LOG_LEVEL|server"):
+    with pytest.raises(SettingsError, match=r"BANDIT_LOG_LEVEL|server"):
         load_settings(environ={variable: value})
     assert load_settings(environ={"BANDIT_LOG_LEVEL": "WARNING"}).log_level == "WARNING"
 
