@@ -88,7 +88,7 @@ class ShadowMirror:
         latency_ms = (time.perf_counter() - started) * 1000.0
         self.sent += 1
         self.recorder.record(request.experiment, request.incarnation, request.arm, latency_ms, error=failed)
-        self.health.observe(request.url, failed=failed, connection_failed=connection_failed)
+        self.health.observe((request.experiment, request.url), failed=failed, connection_failed=connection_failed)
 
     async def _work(self) -> None:
         while True:

@@ -150,7 +150,7 @@ class StatsMemo:
         inputs = StatsInputs(name, raw_config, inputs.counters, inputs.latencies)
         # The health of each arm as this process sees it now, read on the event loop (ArmHealth is
         # not thread-safe); the stats are computed with exactly these states.
-        health = tuple(self._health.state(arm.url) for arm in experiment.arms)
+        health = tuple(self._health.state((experiment.name, arm.url)) for arm in experiment.arms)
         confirmed_at = time.time()
         same_counters = previous is not None and previous.inputs.counters == inputs.counters
         if (

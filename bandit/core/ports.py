@@ -38,8 +38,8 @@ class Routing(Protocol):
 
 @runtime_checkable
 class HealthView(Protocol):
-    """Each upstream's health as this process sees it."""
+    """Each upstream's health for each experiment, as this process sees it."""
 
-    def state(self, url: str) -> str:
-        """ "healthy", "probation" or "ejected"."""
+    def state(self, key: tuple[str, str]) -> str:
+        """ "healthy", "probation" or "ejected", for `key` = (experiment, upstream URL)."""
         ...

@@ -95,7 +95,7 @@ async def test_idle_stats_are_not_recomputed_and_change_with_counters_settings_a
     assert memo.computations == 3
 
     for _ in range(3):  # the health the stats show, as this process sees it
-        health.observe("http://127.0.0.1:9/memo/b", failed=True)
+        health.observe(("memo", "http://127.0.0.1:9/memo/b"), failed=True, connection_failed=True)
     arms = {arm.name: arm for arm in (await memo.current("memo")).stats.arms}
     assert arms["b"].health == "ejected" and arms["a"].health == "healthy"
     assert memo.computations == 4
