@@ -42,12 +42,14 @@ from bandit.dashboard.sampler import SAMPLE_INTERVAL_S, SeriesSampler
 from bandit.store.keyring import KeyringStore
 from bandit.store.redis_store import RedisStore
 from bandit.store.series import SeriesLayout
+from proxy.admission import ArmSlots
 from proxy.app import ProxyApp
 from proxy.clients import make_upstream_client
 from proxy.clients.base import Timeouts
 from proxy.health import ArmHealth, HealthProber
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry, running
+from proxy.request_body import BodyLimits
 from proxy.rsgi import serve_rsgi
 from proxy.shadow import ShadowMirror
 from proxy.sticky import StickyAssignments
@@ -118,6 +120,21 @@ async def _shared_keyring(settings: Settings, keyring: KeyringStore) -> list[Sig
             return ring
 
 
+def _log_feedback_access(settings: Settings) -> None:
+    """Say who may post rewards: an open feedback API is a choice that must be seen in the log."""
+    if settings.feedback_token:
+        return
+    if settings.feedback_open:
+        log.warning(
+            "FEEDBACK IS OPEN (BANDIT_FEEDBACK_OPEN=true, no BANDIT_FEEDBACK_TOKEN): anyone who can reach "
+            "this service can reward the decisions they were served and so steer traffic to the arm they want"
+        )
+    elif settings.admin_token:
+        log.info("BANDIT_FEEDBACK_TOKEN not set: feedback needs the admin token")
+    else:
+        log.warning("feedback is closed: neither BANDIT_FEEDBACK_TOKEN nor BANDIT_ADMIN_TOKEN is set")
+
+
 def _probe_targets(registry: SnapshotRegistry) -> list[tuple[str, str]]:
     """(base url, health path) of every arm that asks to be probed, across this process's experiments."""
     return [
@@ -148,7 +165,13 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             client,
             signer,
             health,
-            settings.max_body_bytes,
+            BodyLimits(
+                max_bytes=settings.max_body_bytes,
+                buffer_bytes=min(settings.buffer_body_bytes, settings.max_body_bytes),
+                idle_s=settings.body_idle_timeout_s,
+                total_s=settings.body_timeout_s,
+            ),
+            ArmSlots(settings.arm_max_inflight, settings.arm_max_streamed_uploads),
             mirror=mirror,
             sticky=StickyAssignments(ttl_s=settings.sticky_ttl_s),
         )
@@ -208,6 +231,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 app.state[name] = part_of(parts)
             app.state.proxy = parts.proxy
             log.info("mab %s ready, state in Redis at %s", __version__, _redacted(settings.redis_url))
+            _log_feedback_access(settings)
             yield
 
     @asgi("/invoke", is_mount=True, copy_scope=False)

@@ -24,10 +24,12 @@ import numpy as np
 from bandit.core.counters import ArmCounters
 from bandit.core.decision_ids import DecisionSigner
 from bandit.core.models import Experiment
+from proxy.admission import ArmSlots
 from proxy.app import ProxyApp
 from proxy.clients.base import Headers, Origin, RequestBody, Timeouts
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
+from proxy.request_body import BodyLimits
 from proxy.snapshot import Snapshot
 
 ANSWER = b'{"model": "a", "prediction": 0.1234, "outcome": 0}'
@@ -89,7 +91,8 @@ def _proxy(policy: str) -> ProxyApp:
         _InstantClient(),
         DecisionSigner([b"bench-key"]),
         ArmHealth(),
-        1 << 24,
+        BodyLimits(max_bytes=1 << 24, buffer_bytes=1 << 20, idle_s=10.0, total_s=60.0),
+        ArmSlots(max_inflight=256, max_streamed=16),
     )
 
 

@@ -19,13 +19,14 @@ from typing import Any, Protocol
 import msgspec
 
 from bandit.core.decision_ids import DecisionSigner
+from proxy.admission import ArmSlots
 from proxy.clients.base import Headers, UpstreamClient, UpstreamResponse
-from proxy.exceptions import BadTarget, BodyTooLarge, ClientDisconnected, UpstreamError
+from proxy.exceptions import BadTarget, BodyTimeout, BodyTooLarge, ClientDisconnected, UpstreamError
 from proxy.headers import IncomingRequest, request_headers, response_headers
-from proxy.health import ArmHealth
+from proxy.health import ArmHealth, HealthKey
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry
-from proxy.request_body import Receive, StreamedBody, read_request_body
+from proxy.request_body import BodyLimits, Receive, StreamedBody, read_request_body
 from proxy.shadow import MirroredRequest, ShadowMirror
 from proxy.snapshot import ArmRoute, Snapshot
 from proxy.sticky import StickyAssignments
@@ -83,7 +84,8 @@ class ProxyApp:
         client: UpstreamClient,
         signer: DecisionSigner,
         health: ArmHealth,
-        max_body_bytes: int,
+        limits: BodyLimits,
+        slots: ArmSlots,
         mirror: ShadowMirror | None = None,
         sticky: StickyAssignments | None = None,
     ) -> None:
@@ -92,10 +94,11 @@ class ProxyApp:
         self.client = client
         self.signer = signer
         self.health = health
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits
+        self.slots = slots
         self.mirror = mirror
         self.sticky = sticky or StickyAssignments()
-        self._too_large = f"request body exceeds the limit of {max_body_bytes} bytes"
+        self._too_large = f"request body exceeds the limit of {limits.max_bytes} bytes (BANDIT_MAX_BODY_BYTES)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         responder = AsgiResponder(send)
@@ -128,26 +131,46 @@ class ProxyApp:
         except BadTarget as error:
             await error_answer(responder, 400, str(error))
             return
+        if incoming.upgrade is not None and b"websocket" in incoming.upgrade.lower():
+            # uvicorn refuses upgrades before the app sees them (bandit/cli/http_limits.py); granian
+            # passes them on as plain requests, and a WebSocket client deserves a clear answer.
+            await error_answer(responder, 400, "WebSockets are not served", connection="close")
+            return
+        if incoming.unsendable is not None:
+            detail = (
+                f"header {incoming.unsendable.decode('latin-1')!r} holds bytes outside ASCII, which are not forwarded"
+            )
+            await error_answer(responder, 400, detail)
+            return
         snapshot = self.registry.get(name) or await self.registry.load(name)
         if snapshot is None:
             await error_answer(responder, 404, f"experiment {name!r} does not exist")
             return
-        declared = incoming.content_length
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        raw_length = incoming.content_length
+        declared = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
+        if declared is not None and declared > self.limits.max_bytes:
             await error_answer(responder, 413, self._too_large)
             return
         try:
-            body = await read_request_body(receive, self.max_body_bytes)
-        except BodyTooLarge:
-            await error_answer(responder, 413, self._too_large)
+            body = await read_request_body(receive, self.limits, declared)
+        except (BodyTooLarge, BodyTimeout) as fault:
+            await self._client_fault(responder, fault)
             return
         except ClientDisconnected:
             return
         headers = incoming.forwarded
-        if isinstance(body, StreamedBody) and declared is not None:
+        if isinstance(body, StreamedBody) and raw_length is not None:
             # Streamed on with the length the client declared, so the upstream needs no chunked decoding.
-            headers = [*headers, (b"content-length", declared)]
+            headers = [*headers, (b"content-length", raw_length)]
         await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body)
+
+    async def _client_fault(self, responder: Responder, fault: BodyTooLarge | BodyTimeout) -> None:
+        """413 or 408 for a body the client sent too much or too slowly of. After a 408 the
+        connection is closed: waiting for the rest of a slow body is what the timeout ends."""
+        if isinstance(fault, BodyTooLarge):
+            await error_answer(responder, 413, self._too_large)
+        else:
+            await error_answer(responder, 408, str(fault), connection="close")
 
     async def _try_arms(
         self,
@@ -162,20 +185,37 @@ class ProxyApp:
         experiment = snapshot.experiment
         name = experiment.name
         is_healthy = self.health.is_healthy
+        slots = self.slots
+        streamed = isinstance(body, StreamedBody)
         index = self._choose(snapshot, unit)
         response: UpstreamResponse | None = None
         for attempt in (1, 2):
+            key = snapshot.health_keys[index]
+            if not slots.free(key, streamed):
+                # This arm has all the requests it may have: another arm that has room serves, or none.
+                roomy = snapshot.choose_other(index, lambda other: is_healthy(other) and slots.free(other, streamed))
+                if roomy is None:
+                    arm = snapshot.routes[index]
+                    detail = f"arm {arm.name!r} has {slots.refusal(key, streamed)}; retry shortly"
+                    await error_answer(responder, 503, detail, arm=arm.name, experiment=name, retry_after="1")
+                    return
+                index, key = roomy, snapshot.health_keys[roomy]
             arm = snapshot.routes[index]
             started = time.perf_counter()
-            self.health.sending(arm.url)
+            self.health.sending(key)
+            slots.take(key, streamed)
             try:
                 response = await self.client.send(method, arm.origin, target, headers, body, arm.timeouts)
             except UpstreamError as error:
-                self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
-                self.health.observe(arm.url, failed=True, connection_failed=error.retryable)
-                if isinstance(body, StreamedBody) and body.too_large:
-                    await error_answer(responder, 413, self._too_large)
+                slots.release(key, streamed)
+                fault = body.fault if isinstance(body, StreamedBody) else None
+                if fault is not None:
+                    # The client's upload failed, not the arm: nothing counts against it.
+                    if not isinstance(fault, ClientDisconnected):
+                        await self._client_fault(responder, fault)
                     return
+                self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
+                self.health.observe(key, failed=True, connection_failed=error.retryable)
                 log.warning("arm %s of %s failed: %s: %s", arm.name, name, type(error).__name__, error)
                 # Nothing reached the upstream and the body can be sent again: one more try elsewhere.
                 replayable = not (isinstance(body, StreamedBody) and body.started)
@@ -190,13 +230,16 @@ class ProxyApp:
                 return
             break
         assert response is not None
-        arm = snapshot.routes[index]
-        # Time to the upstream's response headers: what a latency penalty charges the arm for.
-        latency_us = int((time.perf_counter() - started) * 1e6)
-        decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
-        if snapshot.shadows and isinstance(body, bytes):
-            self._mirror(snapshot, method, target, headers, body)
-        await self._relay(responder, response, snapshot, arm, decision, started)
+        try:
+            arm = snapshot.routes[index]
+            # Time to the upstream's response headers: what a latency penalty charges the arm for.
+            latency_us = int((time.perf_counter() - started) * 1e6)
+            decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
+            if snapshot.shadows and isinstance(body, bytes):
+                self._mirror(snapshot, method, target, headers, body)
+            await self._relay(responder, response, snapshot, arm, key, decision, started)
+        finally:
+            slots.release(key, streamed)
 
     async def _relay(
         self,
@@ -204,6 +247,7 @@ class ProxyApp:
         response: UpstreamResponse,
         snapshot: Snapshot,
         arm: ArmRoute,
+        key: HealthKey,
         decision: str,
         started: float,
     ) -> None:
@@ -257,7 +301,7 @@ class ProxyApp:
             await response.close()
             latency_ms = (time.perf_counter() - started) * 1000.0
             self.recorder.record(experiment.name, experiment.incarnation, arm.name, latency_ms, error=failed)
-            self.health.observe(arm.url, failed=failed)
+            self.health.observe(key, failed=failed)
 
     def _choose(self, snapshot: Snapshot, unit: bytes | None) -> int:
         is_healthy = self.health.is_healthy
@@ -272,7 +316,7 @@ class ProxyApp:
         if index is None:
             index = snapshot.choose_for_unit(digest)
             self.sticky.remember(digest, snapshot.routes[index].name)
-        if is_healthy(snapshot.urls[index]):
+        if is_healthy(snapshot.health_keys[index]):
             return index
         other = snapshot.choose_other(index, is_healthy)
         return index if other is None else other
@@ -300,9 +344,21 @@ class ProxyApp:
                 )
 
 
-async def error_answer(responder: Responder, status: int, detail: str, **bandit_headers: str) -> None:
-    """A JSON error in the same shape as the rest of the API."""
+async def error_answer(
+    responder: Responder,
+    status: int,
+    detail: str,
+    *,
+    connection: str | None = None,
+    retry_after: str | None = None,
+    **bandit_headers: str,
+) -> None:
+    """A JSON error in the same shape as the rest of the API, with X-Bandit-`bandit_headers`."""
     body = _encode({"status_code": status, "detail": detail})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if connection is not None:
+        headers.append((b"connection", connection.encode()))
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after.encode()))
     headers += [(f"x-bandit-{key}".encode(), value.encode()) for key, value in bandit_headers.items()]
     await responder.whole(status, headers, body)

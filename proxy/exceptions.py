@@ -2,6 +2,7 @@
 
 BadTarget (ValueError)        400  the requested path or query cannot be forwarded
 BodyTooLarge                  413  the request body passed BANDIT_MAX_BODY_BYTES
+BodyTimeout                   408  the request body paused or took too long (BANDIT_BODY_*TIMEOUT)
 ClientDisconnected                 the client went away before or while sending its body
 UpstreamError                      the upstream did not give a response
 ├── UpstreamUnreachable       502  connection reset, protocol error
@@ -59,6 +60,16 @@ class BadTarget(ValueError):
 
 class BodyTooLarge(Exception):
     """The request body passed the proxy's limit."""
+
+
+class BodyTimeout(Exception):
+    """The client sent its body too slowly: a pause past the idle timeout, or longer in all than the body timeout."""
+
+    @classmethod
+    def past(cls, idle_s: float, total_s: float, whole: bool) -> BodyTimeout:
+        if whole:
+            return cls(f"the request body took more than {total_s:g} s to arrive (BANDIT_BODY_TIMEOUT)")
+        return cls(f"the request body paused for more than {idle_s:g} s (BANDIT_BODY_IDLE_TIMEOUT)")
 
 
 class ClientDisconnected(Exception):

@@ -42,6 +42,11 @@ class IncomingRequest(NamedTuple):
     content_length: bytes | None
     # X-Bandit-Unit (a sticky unit), still forwarded upstream.
     unit: bytes | None
+    # The name of a header whose value holds bytes above 0x7f, which the upstream client could
+    # only re-encode (it takes text), not forward as received: such a request is refused.
+    unsendable: bytes | None = None
+    # The Upgrade header's value: the proxy switches to no protocol (WebSocket attempts get a 400).
+    upgrade: bytes | None = None
 
 
 def _listed_in_connection(value: bytes, listed: set[bytes] | None) -> set[bytes] | None:
@@ -58,10 +63,12 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
     """Headers to send upstream and the few the proxy reads, in one pass."""
     forwarded: Headers = []
     prior_for: bytes | None = None
-    host = content_length = unit = None
+    host = content_length = unit = unsendable = upgrade = None
     listed: set[bytes] | None = None
     for header in headers:
         name = header[0]
+        if unsendable is None and not header[1].isascii():
+            unsendable = name
         if name in _NOT_FORWARDED:
             # The first of repeated ones counts, as a lookup by name would find it.
             if name == b"content-length":
@@ -70,6 +77,8 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
                 host = header[1] if host is None else host
             elif name == b"connection":
                 listed = _listed_in_connection(header[1], listed)
+            elif name == b"upgrade":
+                upgrade = header[1]
         elif name == b"x-forwarded-for":
             prior_for = header[1] if prior_for is None else prior_for + b", " + header[1]
         else:
@@ -90,7 +99,7 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
     forwarded.append((b"x-forwarded-proto", b"https" if scheme == "https" else b"http"))
     if host is not None:
         forwarded.append((b"x-forwarded-host", host))
-    return IncomingRequest(forwarded, content_length, unit)
+    return IncomingRequest(forwarded, content_length, unit, unsendable, upgrade)
 
 
 # The server in front sets its own Date and Server; X-Bandit-* are the proxy's own (an

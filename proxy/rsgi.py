@@ -5,9 +5,10 @@ whose methods write the answer, with no message dicts in between. Header text is
 into bytes once, as ASGI gives them, so everything past this module is the same for both
 interfaces. BENCHMARKS.md measures it against uvicorn.
 
-The body is read whole when it is small (up to `WHOLE_BODY_BYTES`, declared or not): such
-a body can be mirrored to shadow arms and sent again to another arm, as under ASGI where a
-small body comes in one message. A larger one streams (`StreamedBody`).
+A body declared small (up to `WHOLE_BODY_BYTES`) is read in one call; any other comes
+chunk by chunk, and `read_request_body` reads it whole before forwarding up to
+BANDIT_BUFFER_BODY_BYTES (such a body can be mirrored to shadow arms and sent again to
+another arm), and streams a larger one (`StreamedBody`), as under ASGI.
 
 What RSGI 1.6 (granian 2.8) cannot carry, and uvicorn can (docs/design.md lists them):
 - a request header whose value is not visible ASCII: granian leaves it out of the scope;
@@ -34,7 +35,7 @@ from proxy.headers import request_headers
 
 # Characters of a path (RFC 3986 pchar and "/") that stand for themselves.
 _PATH_SAFE = "/-._~!$&'()*+,;=:@"
-#: Bodies up to this size are read before an upstream connection is taken.
+#: Bodies declared up to this size are read in one call rather than chunk by chunk.
 WHOLE_BODY_BYTES = 64 * 1024
 #: What `drain_body` reads at most of a body an answer left unread.
 DRAIN_BYTES = 32 * 1024 * 1024
@@ -153,7 +154,8 @@ class RsgiBody:
                 return chunk
 
     async def _first(self) -> dict[str, Any]:
-        """The whole body if it is small, else what came of it up to the limit."""
+        """The whole body if it is declared small, read in one call; else its first chunk
+        (`read_request_body` decides how much more to read before forwarding)."""
         if self._declared is not None and self._declared <= WHOLE_BODY_BYTES:
             self._done = True
             body = await self._protocol()
@@ -161,16 +163,11 @@ class RsgiBody:
                 return {"type": "http.disconnect"}
             return {"type": "http.request", "body": body, "more_body": False}
         self._chunks = self._protocol.__aiter__()
-        parts: list[bytes] = []
-        size = 0
-        while size <= WHOLE_BODY_BYTES:
-            chunk = await self._next()
-            if chunk is None:
-                self._done = True
-                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
-            parts.append(chunk)
-            size += len(chunk)
-        return {"type": "http.request", "body": b"".join(parts), "more_body": True}
+        chunk = await self._next()
+        if chunk is None:
+            self._done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
 
     async def drain(self) -> None:
         """Read and drop what the answer left of the body (see `drain_body`)."""

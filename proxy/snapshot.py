@@ -14,6 +14,7 @@ from bandit.core.models import ArmSpec, Experiment
 from bandit.core.policy_adapter import allocation, build_policy, policy_statistics, serving_arms
 from policies import ArmStatistics, Policy
 from proxy.clients.base import Origin, Timeouts
+from proxy.health import HealthKey
 
 #: Posterior values drawn per vectorised batch of choices (choices × serving arms): big
 #: enough that a decision costs about a microsecond, small enough that drawing a batch
@@ -70,8 +71,8 @@ class Snapshot:
     routes: tuple[ArmRoute, ...] = ()
     # The shadow arms a served request is copied to (none unless the experiment is running).
     shadows: tuple[ArmRoute, ...] = field(init=False)
-    # Each route's upstream URL (what health is kept by), for the choice's health checks.
-    urls: tuple[str, ...] = field(init=False)
+    # Each route's (experiment, upstream URL): what health and the per-arm caps are kept by.
+    health_keys: tuple[HealthKey, ...] = field(init=False)
     # The X-Bandit-Experiment header value.
     header_value: bytes = field(init=False)
     serving: list[int] = field(init=False)
@@ -89,7 +90,7 @@ class Snapshot:
             self.routes = arm_routes(self.experiment, self.timeouts)
         running = self.experiment.status == "running"
         self.shadows = tuple(route for route in self.routes if route.shadow and running)
-        self.urls = tuple(route.url for route in self.routes)
+        self.health_keys = tuple((self.experiment.name, route.url) for route in self.routes)
         self.header_value = self.experiment.name.encode()
         self.serving = serving_arms(self.experiment)
         pinned = self.experiment.pinned_arm() is not None
@@ -150,27 +151,27 @@ class Snapshot:
             self._allocated_at = time.monotonic()
         return self._cumulative
 
-    def choose_healthy(self, is_healthy: Callable[[str], bool]) -> int:
-        """Like `choose`, skipping arms whose upstream (by URL) is not healthy.
+    def choose_healthy(self, is_healthy: Callable[[HealthKey], bool]) -> int:
+        """Like `choose`, skipping arms whose upstream is not healthy (for this experiment).
 
         Redrawing from the policy until a healthy arm comes up hands an ejected arm's
         share to the others in proportion to theirs. With every serving arm unhealthy,
         the policy's own choice stands: trying is better than refusing.
         """
-        urls = self.urls
+        keys = self.health_keys
         index = self.choose()
         for _ in range(MAX_REDRAWS):
-            if is_healthy(urls[index]):
+            if is_healthy(keys[index]):
                 return index
             index = self.choose()
-        if is_healthy(urls[index]):
+        if is_healthy(keys[index]):
             return index
         other = self.choose_other(index, is_healthy)
         return index if other is None else other
 
-    def choose_other(self, index: int, is_healthy: Callable[[str], bool]) -> int | None:
+    def choose_other(self, index: int, is_healthy: Callable[[HealthKey], bool]) -> int | None:
         """A healthy serving arm other than `index`, by the allocation; None if there is none."""
-        others = [i for i in self.serving if i != index and is_healthy(self.urls[i])]
+        others = [i for i in self.serving if i != index and is_healthy(self.health_keys[i])]
         if not others:
             return None
         weights = self.allocation[others]

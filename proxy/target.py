@@ -28,6 +28,9 @@ def upstream_target(rest: bytes, query_string: bytes) -> str:
     if not path.startswith(b"/") or not set(path) <= _PATH_BYTES:
         raise BadTarget("the path holds characters that cannot be forwarded")
     decoded = unquote(path.decode("ascii"))
+    if any(character < " " or character == "\x7f" for character in decoded):
+        # An encoded CR, LF or NUL: meaningless in a path, and a way to make an upstream fail on purpose.
+        raise BadTarget("the path holds encoded control characters")
     if any(segment in ("..", ".") for segment in decoded.replace("\\", "/").split("/")):
         raise BadTarget("the path may not contain '.' or '..' segments")
     if query_string and not set(query_string) <= _PATH_BYTES | frozenset(b"?"):

@@ -36,6 +36,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # None: anyone may POST /feedback (the signed decision id is the proof); set: it needs this
     # bearer token (or the admin token).
     feedback_token: str | None = None
+    # With no feedback token: True lets anyone holding a decision id report its reward (and so steer
+    # the policy with rewards for decisions they made themselves); False (the default): feedback then
+    # needs the admin token, and is closed when there is none.
+    feedback_open: bool = False
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -47,6 +51,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     flush_interval_s: float = 0.2
     # Largest request body the proxy forwards (streamed, never held whole); 413 past it.
     max_body_bytes: int = 16 * 1024 * 1024
+    # Request bodies up to this size are read whole before an upstream connection is taken, so a
+    # slow upload holds none; larger ones stream, at most `arm_max_streamed_uploads` per arm at once.
+    buffer_body_bytes: int = 1024 * 1024
+    # Seconds a request body may pause between two pieces, and may take in all; 408 past either.
+    body_idle_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    # The request head (request line and headers): its size in bytes (431 past it), its number of
+    # headers (431), and the seconds it may take to arrive (408), counted from the connection's start
+    # or, on a kept-alive connection, from the next request's first byte.
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    # Requests one process has in flight to one arm of one experiment (503 past it, after trying
+    # another arm), and how many of those may be streamed uploads (bodies over buffer_body_bytes).
+    arm_max_inflight: int = 256
+    arm_max_streamed_uploads: int = 16
     # Largest body of a management or feedback request (a full batch of 1000 rewards is ~300 kB); 413 past it.
     max_api_body_bytes: int = 1024 * 1024
     # Experiments one deployment holds; creating one more is refused (409) until one is deleted.
@@ -74,6 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # True: /dashboard and the events stream are readable without a token (controls still
     # need the admin token); False: the events stream needs the admin token and no page is served.
     dashboard_public: bool = True
+    # Events streams (SSE) open at once on one replica, over all its workers; 503 past it.
+    max_event_streams: int = 64
     log_level: str = "info"
 
 
@@ -88,6 +110,7 @@ _ENVIRONMENT = {
     "previous_secret": "BANDIT_PREVIOUS_SECRET",
     "previous_secret_until": "BANDIT_PREVIOUS_SECRET_UNTIL",
     "feedback_token": "BANDIT_FEEDBACK_TOKEN",
+    "feedback_open": "BANDIT_FEEDBACK_OPEN",
     "host": "BANDIT_HOST",
     "port": "BANDIT_PORT",
     "workers": "BANDIT_WORKERS",
@@ -95,6 +118,14 @@ _ENVIRONMENT = {
     "refresh_interval_s": "BANDIT_REFRESH_INTERVAL",
     "flush_interval_s": "BANDIT_FLUSH_INTERVAL",
     "max_body_bytes": "BANDIT_MAX_BODY_BYTES",
+    "buffer_body_bytes": "BANDIT_BUFFER_BODY_BYTES",
+    "body_idle_timeout_s": "BANDIT_BODY_IDLE_TIMEOUT",
+    "body_timeout_s": "BANDIT_BODY_TIMEOUT",
+    "max_header_bytes": "BANDIT_MAX_HEADER_BYTES",
+    "max_headers": "BANDIT_MAX_HEADERS",
+    "header_timeout_s": "BANDIT_HEADER_TIMEOUT",
+    "arm_max_inflight": "BANDIT_ARM_MAX_INFLIGHT",
+    "arm_max_streamed_uploads": "BANDIT_ARM_MAX_STREAMED_UPLOADS",
     "max_api_body_bytes": "BANDIT_MAX_API_BODY_BYTES",
     "max_experiments": "BANDIT_MAX_EXPERIMENTS",
     "upstream_timeout_s": "BANDIT_UPSTREAM_TIMEOUT",
@@ -108,6 +139,7 @@ _ENVIRONMENT = {
     "events_interval_s": "BANDIT_EVENTS_INTERVAL",
     "events_stream_max_s": "BANDIT_EVENTS_STREAM_MAX",
     "dashboard_public": "BANDIT_DASHBOARD_PUBLIC",
+    "max_event_streams": "BANDIT_MAX_EVENT_STREAMS",
     "log_level": "BANDIT_LOG_LEVEL",
 }
 
@@ -139,11 +171,30 @@ def load_settings(overrides: Mapping[str, object] | None = None, environ: Mappin
         raise SettingsError(f"Setting 'log_level' (BANDIT_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if settings.max_experiments < 1 or settings.max_api_body_bytes < 1:
         raise SettingsError("BANDIT_MAX_EXPERIMENTS and BANDIT_MAX_API_BODY_BYTES must be >= 1")
+    _check_limits(settings)
     _check_rotation(settings)
     _check_redis(settings)
     if settings.series_bucket_s < 1 or settings.series_buckets < 2:
         raise SettingsError("BANDIT_SERIES_BUCKET must be >= 1 s and BANDIT_SERIES_BUCKETS >= 2")
     return settings
+
+
+def _check_limits(settings: Settings) -> None:
+    """Every limit on what one client may cost must be positive: none can be switched off by 0."""
+    positive = {
+        "BANDIT_BUFFER_BODY_BYTES": settings.buffer_body_bytes,
+        "BANDIT_BODY_IDLE_TIMEOUT": settings.body_idle_timeout_s,
+        "BANDIT_BODY_TIMEOUT": settings.body_timeout_s,
+        "BANDIT_MAX_HEADER_BYTES": settings.max_header_bytes,
+        "BANDIT_MAX_HEADERS": settings.max_headers,
+        "BANDIT_HEADER_TIMEOUT": settings.header_timeout_s,
+        "BANDIT_ARM_MAX_INFLIGHT": settings.arm_max_inflight,
+        "BANDIT_ARM_MAX_STREAMED_UPLOADS": settings.arm_max_streamed_uploads,
+        "BANDIT_MAX_EVENT_STREAMS": settings.max_event_streams,
+    }
+    for variable, value in positive.items():
+        if value <= 0:
+            raise SettingsError(f"{variable} must be > 0 (it is {value})")
 
 
 def _check_redis(settings: Settings) -> None:

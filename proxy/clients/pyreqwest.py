@@ -95,10 +95,13 @@ class PyreqwestResponse:
 
 
 class PyreqwestUpstreamClient:
-    def __init__(self, max_connections: int = 512, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, max_idle_per_host: int = 512, timeouts: Timeouts | None = None) -> None:
         """`timeouts`: the usual ones, whose client is built now (about 5 MB, the TLS roots) rather than
-        on the first request. Arms with timeouts of their own get a client each on first use."""
-        self._max_connections = max_connections
+        on the first request. Arms with timeouts of their own get a client each on first use.
+
+        No cap on requests in flight here: one cap for the whole client is what let slow uploads to
+        one experiment starve every other; the proxy caps them per arm instead (proxy/admission.py)."""
+        self._max_idle_per_host = max_idle_per_host
         self._clients: dict[Timeouts, Client] = {}
         if timeouts is not None:
             self._client(timeouts)
@@ -110,8 +113,8 @@ class PyreqwestUpstreamClient:
             # Accept-Encoding), no redirects, no Referer, no proxy from the environment.
             builder = (
                 ClientBuilder()
-                .max_connections(self._max_connections)
-                .pool_max_idle_per_host(self._max_connections)
+                .max_connections(None)
+                .pool_max_idle_per_host(self._max_idle_per_host)
                 .connect_timeout(timedelta(seconds=timeouts.connect_s))
                 .read_timeout(timedelta(seconds=timeouts.read_s))
                 .follow_redirects(False)

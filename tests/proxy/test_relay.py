@@ -18,14 +18,18 @@ import pytest
 from bandit.core.counters import ArmCounters
 from bandit.core.decision_ids import DecisionSigner
 from bandit.core.models import Experiment
+from proxy.admission import ArmSlots
 from proxy.app import ProxyApp
 from proxy.clients.base import Timeouts, UpstreamClient
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
+from proxy.request_body import BodyLimits
 from proxy.snapshot import Snapshot
 from tests.proxy.clients.test_upstream_clients import CLIENT_CLASSES, _load
 
 ANSWER = b'{"prediction": 0.5}'
+
+LIMITS = BodyLimits(max_bytes=1 << 20, buffer_bytes=1 << 16, idle_s=10.0, total_s=60.0)
 
 
 class _Upstream(BaseHTTPRequestHandler):
@@ -86,7 +90,9 @@ def _proxy(client: UpstreamClient, url: str) -> ProxyApp:
     counters = ArmCounters("i1", *[np.zeros(1) for _ in range(12)])
     snapshot = Snapshot.build(experiment, counters, np.random.default_rng(1), Timeouts(2.0, 5.0))
     recorder = DecisionRecorder(None, 1.0)  # type: ignore[arg-type]  # never flushed here
-    return ProxyApp(_Registry(snapshot), recorder, client, DecisionSigner([b"k"]), ArmHealth(), 1 << 20)  # type: ignore[arg-type]
+    return ProxyApp(
+        _Registry(snapshot), recorder, client, DecisionSigner([b"k"]), ArmHealth(), LIMITS, ArmSlots(256, 16)
+    )  # type: ignore[arg-type]
 
 
 async def _invoke(proxy: ProxyApp, path: str) -> list[tuple[float, dict[str, Any]]]:

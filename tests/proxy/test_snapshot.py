@@ -68,7 +68,7 @@ def test_routes_are_rebuilt_when_an_arm_changes(changed: list[dict[str, Any]]) -
     assert rebuilt.routes is not first.routes
     assert [route.url for route in rebuilt.routes] == [arm["url"] for arm in changed]
     # The URLs the choice checks health by follow the routes.
-    assert rebuilt.urls == tuple(arm["url"] for arm in changed)
+    assert rebuilt.health_keys == tuple((rebuilt.name, arm["url"]) for arm in changed)
     assert rebuilt.shadows == tuple(route for route in rebuilt.routes if route.shadow)
 
 

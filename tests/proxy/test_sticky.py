@@ -11,12 +11,16 @@ import numpy as np
 from bandit.core.counters import ArmCounters
 from bandit.core.decision_ids import DecisionSigner
 from bandit.core.models import Experiment
+from proxy.admission import ArmSlots
 from proxy.app import ProxyApp
 from proxy.clients.base import Timeouts
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
+from proxy.request_body import BodyLimits
 from proxy.snapshot import Snapshot
 from proxy.sticky import BYTES_PER_UNIT, StickyAssignments
+
+LIMITS = BodyLimits(max_bytes=1 << 20, buffer_bytes=1 << 16, idle_s=10.0, total_s=60.0)
 
 
 def _snapshot() -> Snapshot:
@@ -31,7 +35,16 @@ def _snapshot() -> Snapshot:
 def test_a_unit_is_remembered_by_a_fixed_size_digest_however_long_its_id() -> None:
     snapshot = _snapshot()
     sticky = StickyAssignments()
-    proxy = ProxyApp(None, DecisionRecorder(None, 1.0), None, DecisionSigner([b"k"]), ArmHealth(), 1, sticky=sticky)  # type: ignore[arg-type]
+    proxy = ProxyApp(
+        None,
+        DecisionRecorder(None, 1.0),
+        None,
+        DecisionSigner([b"k"]),
+        ArmHealth(),
+        LIMITS,
+        ArmSlots(256, 16),
+        sticky=sticky,
+    )  # type: ignore[arg-type]
     count = 2_000
 
     def unit(i: int) -> bytes:
