@@ -4,6 +4,10 @@ uvicorn (uvloop and httptools, ASGI) and granian (Rust: hyper and tokio; its RSG
 with the API and dashboard over an ASGI bridge: bandit/service.py's RsgiFrontDoor) are
 measured side by side by `python -m loadtest.proxy_bench --servers uvicorn,granian`
 (BENCHMARKS.md says which is the default and why). Both speak HTTP/1.1 to clients.
+
+The request head's limits (BANDIT_MAX_HEADER_BYTES, BANDIT_MAX_HEADERS, BANDIT_HEADER_TIMEOUT) and
+the refusal of protocol upgrades are uvicorn's protocol in bandit/cli/http_limits.py; granian gets
+hyper's nearest settings, which enforce less (tests/test_server_limits.py says exactly what).
 """
 
 from __future__ import annotations
@@ -24,11 +28,17 @@ def run_server(settings: Settings) -> None:
 def _run_uvicorn(settings: Settings) -> None:
     import uvicorn
 
+    from bandit.cli.http_limits import HeadLimits, limited_protocol
+
     common = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, with limits on the request head and every protocol upgrade refused
+        # (bandit/cli/http_limits.py); the limits travel to the workers inside uvicorn's Config.
+        "http": limited_protocol(HeadLimits.from_settings(settings)),
+        # Nothing here serves WebSockets: an upgrade is answered 400 by the protocol above.
+        "ws": "none",
         "log_level": settings.log_level.lower(),
         "access_log": False,
         # The proxy writes X-Forwarded-* itself and trusts none from its clients; skipping uvicorn's
@@ -49,6 +59,7 @@ def _run_uvicorn(settings: Settings) -> None:
 def _run_granian(settings: Settings) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     # Granian always serves from worker processes, which re-import the factory: they read the
@@ -63,6 +74,15 @@ def _run_granian(settings: Settings) -> None:
         workers=settings.workers,
         loop=Loops.uvloop,
         http=HTTPModes.http1,
+        # hyper's nearest to the head limits. A head must fit its read buffer (431 past it; 8 KiB
+        # at least), though one read can take the buffer past it; bodies arrive in pieces no
+        # larger, which slows uploads (50 MB: ~1.8x at 64 KiB). A head must arrive within the
+        # timeout, and so must a keep-alive connection's next request, or it is closed unanswered.
+        # Its header count limit is its own, 100.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(settings.header_timeout_s * 1000)),
+            max_buffer_size=max(8192, settings.max_header_bytes),
+        ),
         websockets=False,
         log_level=LogLevels(settings.log_level.lower()),
         log_access=False,
