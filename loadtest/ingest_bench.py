@@ -85,6 +85,8 @@ def _service(redis_url: str, cluster: bool, processes: int, log: Path) -> Iterat
         "BANDIT_PORT": str(port),
         "BANDIT_WORKERS": str(processes),
         "BANDIT_ADMIN_TOKEN": TOKEN,
+        # Benches post rewards without a token, as a client of an open feedback API would.
+        "BANDIT_FEEDBACK_OPEN": "true",
         "BANDIT_SECRET": SECRET,
         "BANDIT_LOG_LEVEL": "warning",
         "BANDIT_REDIS_CLUSTER": "true" if cluster else "",

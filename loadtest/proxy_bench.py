@@ -372,6 +372,8 @@ def service(target: Target, urls: dict[str, str], redis_url: str, log: Path) -> 
     env = {
         "BANDIT_REDIS_URL": redis_url,
         "BANDIT_ADMIN_TOKEN": token,
+        # Benches post rewards without a token, as a client of an open feedback API would.
+        "BANDIT_FEEDBACK_OPEN": "true",
         "BANDIT_SECRET": secrets.token_urlsafe(16),
         "BANDIT_PORT": str(port),
         "BANDIT_WORKERS": str(target.workers),

@@ -85,6 +85,8 @@ def start_service(stack: ExitStack, redis_url: str, token: str, refresh_interval
     env = {
         "BANDIT_REDIS_URL": redis_url,
         "BANDIT_ADMIN_TOKEN": token,
+        # Benches post rewards without a token, as a client of an open feedback API would.
+        "BANDIT_FEEDBACK_OPEN": "true",
         "BANDIT_SECRET": secrets.token_urlsafe(16),
         "BANDIT_PORT": str(port),
         "BANDIT_LOG_LEVEL": "warning",

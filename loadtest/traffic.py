@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ async def run_traffic(
     send_feedback: bool = True,
     conversion: bool = False,
     rate_per_s: float | None = None,
+    feedback_token: str | None = None,
 ) -> Tally:
     """Send invokes from `concurrency` clients until `requests` are done or `duration_s` passes."""
     tally = Tally()
@@ -47,6 +49,8 @@ async def run_traffic(
     deadline = time.monotonic() + duration_s if duration_s else None
     interval = concurrency / rate_per_s if rate_per_s else 0.0
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    # Feedback carries a bearer token unless the service runs with BANDIT_FEEDBACK_OPEN=true.
+    feedback_headers = {"Authorization": f"Bearer {feedback_token}"} if feedback_token else {}
     async with aiohttp.ClientSession(base_url, connector=connector) as session:
 
         async def client() -> None:
@@ -67,7 +71,9 @@ async def run_traffic(
                 tally.recent_arms.append(arm)
                 tally.outcomes.append((decision, arm, reward))
                 if send_feedback and (reward > 0 or not conversion):
-                    async with session.post("/feedback", json={"decision": decision, "reward": reward}) as answer:
+                    async with session.post(
+                        "/feedback", json={"decision": decision, "reward": reward}, headers=feedback_headers
+                    ) as answer:
                         if answer.status == 202:
                             tally.rewards[arm] += 1
                             tally.reward_sum[arm] += reward
@@ -89,10 +95,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rate", type=float, help="requests per second in all (default: as fast as it goes)")
+    parser.add_argument(
+        "--feedback-token",
+        default=os.environ.get("BANDIT_FEEDBACK_TOKEN"),
+        help="bearer token for /feedback (default: $BANDIT_FEEDBACK_TOKEN)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     tally = asyncio.run(
-        run_traffic(args.url, args.experiment, args.requests, args.duration, args.concurrency, rate_per_s=args.rate)
+        run_traffic(
+            args.url,
+            args.experiment,
+            args.requests,
+            args.duration,
+            args.concurrency,
+            rate_per_s=args.rate,
+            feedback_token=args.feedback_token,
+        )
     )
     elapsed = time.monotonic() - started
     total = sum(tally.decisions.values())

@@ -67,6 +67,9 @@ class ServiceProcess:
             "BANDIT_PORT": str(self.port),
             "BANDIT_REFRESH_INTERVAL": "0.1",
             "BANDIT_FLUSH_INTERVAL": "0.05",
+            # Most tests post rewards as an anonymous client; tests/test_security.py checks the
+            # default (feedback closed without a token) by passing BANDIT_FEEDBACK_OPEN="".
+            "BANDIT_FEEDBACK_OPEN": "true",
             **self.settings,
         }
         with self.log_path.open("ab") as log:

@@ -46,7 +46,7 @@ OLD_SECRET = f"old-secret-{secrets.token_urlsafe(24)}"
 # token, so a route added later cannot slip through unguarded: it fails here until someone decides.
 PUBLIC_ROUTES = {
     "/invoke",  # the proxy: experiments are public by design
-    "/feedback",  # guarded by its own, optional token (tested below)
+    "/feedback",  # guarded by its own token unless opened (tested below)
     "/healthz",
     "/readyz",
     "/metrics",
@@ -174,16 +174,46 @@ def test_feedback_needs_the_feedback_token_when_one_is_set(secured: ServiceProce
     assert again.status_code == 202 and again.json()["accepted"] == 1
 
 
-def test_feedback_is_open_without_a_feedback_token(
+def test_feedback_is_open_only_when_the_operator_opens_it(
     service: ServiceProcess, models: ModelServers, admin: httpx.Client, name: str
 ) -> None:
+    # The shared `service` runs with BANDIT_FEEDBACK_OPEN=true (tests/servers.py).
     admin.post("/api/experiments", json=experiment_body(name, models)).raise_for_status()
     decision = httpx.post(f"{service.url}/invoke/{name}/predict", json={}).headers["X-Bandit-Decision"]
-    # Any Authorization header (or none) is ignored: the signed id is the proof.
+    # Any Authorization header (or none) is ignored: the signed id is all it asks for.
     for headers in [{}, bearer("anything")]:
         response = httpx.post(f"{service.url}/feedback", json={"decision": decision, "reward": 1}, headers=headers)
         assert response.status_code == 202
     assert response.json()["duplicate"] == 1
+    assert "FEEDBACK IS OPEN" in service.log_path.read_text()
+
+
+def test_feedback_is_closed_by_default(clean_test_db: str, models: ModelServers, name: str) -> None:
+    """Without BANDIT_FEEDBACK_TOKEN and BANDIT_FEEDBACK_OPEN, rewards need the admin token; with
+    no admin token either, none are taken at all."""
+    service = ServiceProcess(clean_test_db, BANDIT_FEEDBACK_OPEN="", BANDIT_ADMIN_TOKEN=ADMIN, BANDIT_SECRET=SECRET)
+    service.start()
+    try:
+        create(service, name, [{"name": "v1", "url": next(iter(models.urls.values()))}])
+        decision = httpx.post(f"{service.url}/invoke/{name}/predict", json={}).headers["X-Bandit-Decision"]
+        body = {"decision": decision, "reward": 1}
+        anonymous = httpx.post(f"{service.url}/feedback", json=body)
+        assert anonymous.status_code == 401
+        assert "BANDIT_ADMIN_TOKEN" in anonymous.json()["detail"]
+        assert httpx.post(f"{service.url}/feedback", json=body, headers=bearer("guess")).status_code == 403
+        accepted = httpx.post(f"{service.url}/feedback", json=body, headers=bearer(ADMIN))
+        assert accepted.status_code == 202 and accepted.json()["accepted"] == 1
+    finally:
+        service.stop()
+    closed = ServiceProcess(clean_test_db, BANDIT_FEEDBACK_OPEN="", BANDIT_ADMIN_TOKEN="", BANDIT_SECRET=SECRET)
+    closed.start()
+    try:
+        refused = httpx.post(f"{closed.url}/feedback", json=body, headers=bearer(ADMIN))
+        assert refused.status_code == 401
+        assert "feedback is closed" in refused.json()["detail"]
+        assert "BANDIT_FEEDBACK_OPEN=true" in refused.json()["detail"]
+    finally:
+        closed.stop()
 
 
 # --- decision ids: forged, expired ---------------------------------------------------------------

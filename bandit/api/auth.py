@@ -59,21 +59,28 @@ def admin_guard(admin_token: str | None) -> Guard:
 
 
 def feedback_guard(feedback_token: str | None, admin_token: str | None) -> Guard:
-    """With BANDIT_FEEDBACK_TOKEN set: 401 without a bearer token, 403 unless it is that token or the admin token.
+    """Feedback needs a bearer token: BANDIT_FEEDBACK_TOKEN or the admin token; 401 without one, 403 with a wrong one.
 
     The admin token is accepted too: whoever holds it can already reset or delete the
     experiment, so it grants nothing new here, and operators' tools need only one token.
-    Unset, feedback stays open: the signed decision id is what proves a reward genuine.
+    With neither token set, feedback is closed (401 naming the settings that open it):
+    a decision id is proof that a decision was made, not that its reward is genuine, so
+    anyone who may post rewards can steer the policy with rewards for their own decisions.
+    BANDIT_FEEDBACK_OPEN=true is the operator's explicit choice to allow that (no guard then).
     """
     accepted = [token for token in (feedback_token, admin_token) if token]
+    expected = "BANDIT_FEEDBACK_TOKEN" if feedback_token else "BANDIT_ADMIN_TOKEN"
 
     def require_feedback_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-        if not feedback_token:
-            return
+        if not accepted:
+            raise NotAuthenticated(
+                detail="feedback is closed: start the service with BANDIT_FEEDBACK_TOKEN set "
+                "(or BANDIT_FEEDBACK_OPEN=true to accept rewards from anyone who holds a decision id)"
+            )
         token = _bearer(connection)
         if token is None:
             raise NotAuthenticated(
-                detail="feedback requires 'Authorization: Bearer <BANDIT_FEEDBACK_TOKEN>'",
+                detail=f"feedback requires 'Authorization: Bearer <{expected}>'",
                 headers={"WWW-Authenticate": 'Bearer realm="mab-feedback"'},
             )
         # A list, not a generator: every comparison runs, so the time does not tell which token was near.

@@ -14,13 +14,14 @@ from bandit.core.settings import Settings
 
 
 def api_routes(settings: Settings, admin: Guard) -> list[ControllerRouterHandler]:
-    """Management behind `admin`, feedback behind the feedback token (if set), the probes open."""
+    """Management behind `admin`, feedback behind a token unless BANDIT_FEEDBACK_OPEN, the probes open."""
+    open_feedback = settings.feedback_open and not settings.feedback_token
     return [
         Router(path="/", guards=[admin], route_handlers=[ExperimentsController, rollback]),
         Router(
             path="/",
             # No guard at all while feedback is open: Litestar runs each guard on every request.
-            guards=[feedback_guard(settings.feedback_token, settings.admin_token)] if settings.feedback_token else [],
+            guards=[] if open_feedback else [feedback_guard(settings.feedback_token, settings.admin_token)],
             route_handlers=[post_feedback],
         ),
         healthz,

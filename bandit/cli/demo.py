@@ -72,6 +72,8 @@ def _print_stats(stats: dict[str, object], rate: float | None) -> None:
 
 def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: float = 300.0) -> int:
     token = os.environ.get("BANDIT_ADMIN_TOKEN") or secrets.token_urlsafe(16)
+    # The simulated application posts rewards with a token of its own, as a deployment should.
+    feedback_token = os.environ.get("BANDIT_FEEDBACK_TOKEN") or secrets.token_urlsafe(16)
     with ExitStack() as stack:
         redis_url = os.environ.get("BANDIT_REDIS_URL", "redis://127.0.0.1:6379/0")
         if "BANDIT_REDIS_URL" not in os.environ and not answers("127.0.0.1", 6379):
@@ -88,7 +90,7 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
         _spawn(
             stack,
             ["-m", "bandit", "serve", "--port", str(port), "--redis-url", redis_url, "--refresh-interval", "0.25"],
-            env={"BANDIT_ADMIN_TOKEN": token},
+            env={"BANDIT_ADMIN_TOKEN": token, "BANDIT_FEEDBACK_TOKEN": feedback_token},
         )
         _wait_ready(base)
         admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
@@ -111,7 +113,7 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
         created.raise_for_status()
         traffic = ["-m", "loadtest.traffic", "--url", base, "--experiment", EXPERIMENT, "--rate", str(rate_per_s)]
         traffic += ["--duration", str(duration_s)] if duration_s else ["--duration", str(10 * 365 * 86400)]
-        _spawn(stack, traffic)
+        _spawn(stack, traffic, env={"BANDIT_FEEDBACK_TOKEN": feedback_token})
         print(
             f"\nmab demo is running: three model versions with hidden reward rates {list(MODELS.values())},\n"
             f"and {', '.join(SHADOW)} in the shadow\n"

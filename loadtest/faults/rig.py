@@ -160,6 +160,8 @@ def running_service(redis_url: str, log: Path, workers: int = 1, **settings: str
     environ = {
         "BANDIT_REDIS_URL": redis_url,
         "BANDIT_ADMIN_TOKEN": secrets.token_urlsafe(16),
+        # The fault scenarios post rewards without a token, as clients of an open feedback API would.
+        "BANDIT_FEEDBACK_OPEN": "true",
         "BANDIT_PORT": str(port),
         "BANDIT_WORKERS": str(workers),
         "BANDIT_LOG_LEVEL": "warning",
