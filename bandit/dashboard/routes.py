@@ -3,7 +3,9 @@
 The pages are static files of ``bandit/dashboard/static``; everything live comes from JSON and
 Server-Sent Events. plotly.js is served from the installed ``plotly`` package, so the page
 works offline. Reading is open unless BANDIT_DASHBOARD_PUBLIC is false; every control on the
-page calls the management API, which wants the admin token.
+page calls the management API, which wants the admin token. The pages carry a strict Content
+Security Policy and the assets `nosniff` (`page_headers`); the events streams open at once are
+capped (`stream_limit`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
+from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.types import ControllerRouterHandler
+from litestar.types import ASGIApp, ControllerRouterHandler
 
 from bandit.api.auth import Guard
 from bandit.api.parameters import ExperimentName
@@ -28,7 +31,9 @@ from bandit.core.errors import ExperimentNotFound, MabError, StoreUnavailable
 from bandit.core.payloads import ExperimentStats
 from bandit.core.settings import Settings
 from bandit.dashboard.live import StatsCache
+from bandit.dashboard.page_headers import ASSET_HEADERS, PAGE_HEADERS
 from bandit.dashboard.regret import RegretEstimate, regret_estimate
+from bandit.dashboard.stream_limit import EventStreamLimit
 from bandit.store.experiments import ExperimentStore
 from bandit.store.series import Series, SeriesStore
 
@@ -39,10 +44,12 @@ RECONNECT_MS = 1000
 
 # name -> (package, path inside it, media type). Nothing outside this table is served.
 _STATIC = "bandit.dashboard.static"
+# (Litestar adds `; charset=utf-8` to text/ types.)
 _ASSETS = {
-    "dashboard.js": (_STATIC, "dashboard.js", "text/javascript; charset=utf-8"),
-    "dashboard.css": (_STATIC, "dashboard.css", "text/css; charset=utf-8"),
-    "plotly.min.js": ("plotly", "package_data/plotly.min.js", "text/javascript; charset=utf-8"),
+    "dashboard.js": (_STATIC, "dashboard.js", "text/javascript"),
+    "dashboard.css": (_STATIC, "dashboard.css", "text/css"),
+    "plotly.css": (_STATIC, "plotly.css", "text/css"),
+    "plotly.min.js": ("plotly", "package_data/plotly.min.js", "text/javascript"),
 }
 _encode = msgspec.json.Encoder().encode
 
@@ -64,6 +71,8 @@ def viewer_guard(public: bool, admin: Guard) -> Guard:
 
 def dashboard_routes(settings: Settings, admin: Guard) -> list[ControllerRouterHandler]:
     """The pages and assets, and the data behind the viewer guard."""
+    # One limit per app, and each worker process builds its own app: the cap is per process.
+    event_streams = EventStreamLimit.of(settings)
     return [
         overview_page,
         experiment_page,
@@ -72,6 +81,7 @@ def dashboard_routes(settings: Settings, admin: Guard) -> list[ControllerRouterH
             path="/",
             guards=[viewer_guard(settings.dashboard_public, admin)],
             route_handlers=[dashboard_overview, experiment_events],
+            dependencies={"event_streams": Provide(lambda: event_streams, sync_to_thread=False)},
         ),
     ]
 
@@ -82,17 +92,17 @@ def _page(settings: Settings, name: str) -> Response[bytes]:
     return Response(_file(_STATIC, name), media_type=MediaType.HTML)
 
 
-@get("/dashboard", include_in_schema=False)
+@get("/dashboard", include_in_schema=False, response_headers=PAGE_HEADERS)
 async def overview_page(settings: Settings) -> Response[bytes]:
     return _page(settings, "index.html")
 
 
-@get("/dashboard/{name:str}", include_in_schema=False)
+@get("/dashboard/{name:str}", include_in_schema=False, response_headers=PAGE_HEADERS)
 async def experiment_page(name: str, settings: Settings) -> Response[bytes]:
     return _page(settings, "experiment.html")
 
 
-@get("/dashboard/assets/{asset:str}", include_in_schema=False)
+@get("/dashboard/assets/{asset:str}", include_in_schema=False, response_headers=ASSET_HEADERS)
 async def dashboard_asset(asset: str) -> Response[bytes]:
     if asset not in _ASSETS:
         raise MabError(status_code=404, detail=f"no dashboard asset {asset!r}")
@@ -183,17 +193,22 @@ async def experiment_events(
     stats_cache: StatsCache,
     series_store: SeriesStore,
     settings: Settings,
-) -> ServerSentEvent:
+    event_streams: EventStreamLimit,
+) -> ASGIApp:
     """Server-Sent Events: a `snapshot` of stats and history every BANDIT_EVENTS_INTERVAL.
 
     A reconnecting client (Last-Event-ID) gets the history from where it left off; `gone`
     ends the stream when the experiment is deleted; `unavailable` says Redis is away. The
     stream ends after BANDIT_EVENTS_STREAM_MAX and browsers reconnect by themselves.
+
+    A replica serves about BANDIT_MAX_EVENT_STREAMS streams at once, each of its worker
+    processes ceil(BANDIT_MAX_EVENT_STREAMS / BANDIT_WORKERS); past that, 503 with Retry-After.
     """
     await experiments.get(name)  # 404 before the stream starts
     resume = _resume_point(request.headers.get("last-event-id"))
     snapshots = _snapshots(name, stats_cache, series_store, settings, resume)
-    return ServerSentEvent(snapshots, retry_duration=RECONNECT_MS)
+    stream = ServerSentEvent(snapshots, retry_duration=RECONNECT_MS).to_asgi_response(app=None, request=request)
+    return event_streams.hold(stream)  # last: nothing may fail between taking the slot and streaming
 
 
 async def _snapshots(

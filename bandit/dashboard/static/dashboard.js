@@ -2,10 +2,16 @@
 // follows its Server-Sent Events (/api/experiments/{name}/events) and draws with plotly.js.
 // Controls call the management API with the admin token typed into the page (kept for the
 // browser tab only, in sessionStorage); without it the server refuses them (401/403).
+// The pages' Content Security Policy allows no inline script or style: each page names its
+// part in <body data-page>, and this file starts it (see the end).
 "use strict";
 
 const mab = (() => {
   const OVERVIEW_REFRESH_MS = 2000;
+  // A new events stream after a refused one: the service asks for 5 s (Retry-After), then
+  // twice as long after each refusal in a row, up to a minute.
+  const STREAM_RETRY_FIRST_MS = 5000;
+  const STREAM_RETRY_MAX_MS = 60000;
   const CHART_CONFIG = { displaylogo: false, responsive: true };
   const LAYOUT = {
     margin: { l: 50, r: 20, t: 36, b: 40 },
@@ -83,21 +89,48 @@ const mab = (() => {
 
     setUpControls(name, base, state);
 
-    const source = new EventSource(`${base}/events`);
-    source.addEventListener("open", () => { $("connection").textContent = "live"; });
-    source.addEventListener("error", () => { $("connection").textContent = "reconnecting…"; });
-    source.addEventListener("snapshot", (event) => {
-      const snapshot = JSON.parse(event.data);
-      merge(state, snapshot);
-      render(state, snapshot);
+    follow(`${base}/events`, {
+      snapshot: (event) => {
+        const snapshot = JSON.parse(event.data);
+        merge(state, snapshot);
+        render(state, snapshot);
+      },
+      unavailable: (event) => {
+        $("connection").textContent = `state store unavailable: ${JSON.parse(event.data).detail}`;
+      },
+      gone: (event) => {
+        event.target.close();
+        $("connection").textContent = "this experiment was deleted";
+      },
     });
-    source.addEventListener("unavailable", (event) => {
-      $("connection").textContent = `state store unavailable: ${JSON.parse(event.data).detail}`;
-    });
-    source.addEventListener("gone", () => {
-      source.close();
-      $("connection").textContent = "this experiment was deleted";
-    });
+  }
+
+  // EventSource reconnects by itself when a stream ends, but gives up for good when an answer
+  // is not a stream: the 503 of a replica holding BANDIT_MAX_EVENT_STREAMS already, or the 502
+  // of a proxy in front while the service restarts. Then a new EventSource is opened after a growing wait, with up to half
+  // as much again at random so that refused pages do not all come back at once. It starts
+  // without Last-Event-ID, so its first event brings the whole history, which `merge` takes.
+  function follow(url, listeners) {
+    let refusals = 0;
+    function connect() {
+      const source = new EventSource(url);
+      source.addEventListener("open", () => {
+        refusals = 0;
+        $("connection").textContent = "live";
+      });
+      source.addEventListener("error", () => {
+        if (source.readyState !== EventSource.CLOSED) {
+          $("connection").textContent = "reconnecting…";
+          return;
+        }
+        const wait = Math.min(STREAM_RETRY_MAX_MS, STREAM_RETRY_FIRST_MS * 2 ** refusals) * (1 + Math.random() / 2);
+        refusals += 1;
+        $("connection").textContent = `not connected; trying again in ${Math.round(wait / 1000)} s`;
+        setTimeout(connect, wait);
+      });
+      for (const [type, listener] of Object.entries(listeners)) source.addEventListener(type, listener);
+    }
+    connect();
   }
 
   // Each event carries the buckets since the last one; the newest bucket comes again as it fills.
@@ -275,6 +308,8 @@ const mab = (() => {
 
   // ---------------------------------------------------------------- controls
   function setUpControls(name, base, state) {
+    // The buttons call the API themselves: the form is never submitted.
+    $("controls").addEventListener("submit", (event) => event.preventDefault());
     const token = $("token");
     token.value = sessionStorage.getItem("mab-admin-token") || "";
     token.addEventListener("change", () => sessionStorage.setItem("mab-admin-token", token.value.trim()));
@@ -338,3 +373,9 @@ const mab = (() => {
 
   return { overview, experiment };
 })();
+
+if (document.body.dataset.page === "overview") {
+  mab.overview();
+} else if (document.body.dataset.page === "experiment") {
+  mab.experiment(decodeURIComponent(location.pathname.split("/").pop()));
+}
