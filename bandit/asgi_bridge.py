@@ -13,9 +13,12 @@ WebSocket (granian runs with them off).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from proxy.exceptions import BodyTimeout
+from proxy.request_body import BodyLimits
 from proxy.rsgi import drain_body, raw_path, text_headers
 
 AsgiApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[..., Awaitable[None]]], Any]
@@ -46,13 +49,17 @@ def asgi_scope(scope: Any) -> dict[str, Any]:
 class _Exchange:
     """One request's receive and send, ASGI-shaped, over the RSGI protocol."""
 
-    def __init__(self, protocol: Any) -> None:
+    def __init__(self, protocol: Any, limits: BodyLimits) -> None:
         self._protocol = protocol
         self._chunks = protocol.__aiter__()
         self._body_done = False
         self._status = 500
         self._headers: list[tuple[str, str]] = []
         self._stream: Any = None
+        self._limits = limits
+        self._deadline = asyncio.get_running_loop().time() + limits.total_s
+        # Set once the bridge answered by itself (a 408): whatever the app sends after is dropped.
+        self._answered = False
 
     async def receive(self) -> dict[str, Any]:
         if self._body_done:
@@ -60,9 +67,17 @@ class _Exchange:
             await self._protocol.client_disconnect()
             return {"type": "http.disconnect"}
         try:
-            # Not anext(…, default): its wrapper around the awaitable granian returns crashes
-            # the worker (a segfault, seen with granian 2.8.9).
-            chunk = await self._chunks.__anext__()
+            # granian times no body: a pause past the idle timeout, or a body slower in all than
+            # the body timeout, is answered 408 here, and the app is told the client left.
+            idle_until = asyncio.get_running_loop().time() + self._limits.idle_s
+            async with asyncio.timeout_at(min(idle_until, self._deadline)):
+                # Not anext(…, default): its wrapper around the awaitable granian returns crashes
+                # the worker (a segfault, seen with granian 2.8.9).
+                chunk = await self._chunks.__anext__()
+        except TimeoutError:
+            self._body_done = True
+            self._answer_timeout(idle_until >= self._deadline)
+            return {"type": "http.disconnect"}
         except StopAsyncIteration:
             self._body_done = True
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -70,6 +85,15 @@ class _Exchange:
             self._body_done = True
             return {"type": "http.disconnect"}
         return {"type": "http.request", "body": chunk, "more_body": True}
+
+    def _answer_timeout(self, whole: bool) -> None:
+        if self._stream is not None:
+            return  # the answer has begun: the app ends it
+        detail = str(BodyTimeout.past(self._limits.idle_s, self._limits.total_s, whole=whole))
+        body = json.dumps({"status_code": 408, "detail": detail}).encode()
+        headers = [("content-type", "application/json"), ("connection", "close")]
+        self._protocol.response_bytes(408, headers, body)
+        self._answered = True
 
     async def drain(self) -> None:
         """Drop what the app left of the body (a 413, say); see `proxy.rsgi.drain_body`."""
@@ -80,6 +104,8 @@ class _Exchange:
             await drain_body(self._chunks)
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self._answered:
+            return
         kind = message["type"]
         if kind == "http.response.start":
             self._status = message["status"]
@@ -98,9 +124,9 @@ class _Exchange:
             await self._stream.send_bytes(body)
 
 
-async def serve_asgi(app: AsgiApp, scope: Any, protocol: Any) -> None:
-    """Answer one RSGI request with `app`."""
-    exchange = _Exchange(protocol)  # granian answers 500 itself if the app never does
+async def serve_asgi(app: AsgiApp, scope: Any, protocol: Any, limits: BodyLimits) -> None:
+    """Answer one RSGI request with `app`, its body read within `limits`' timeouts."""
+    exchange = _Exchange(protocol, limits)  # granian answers 500 itself if the app never does
     await app(asgi_scope(scope), exchange.receive, exchange.send)
     if "expect" not in scope.headers:  # refused before it sent, such a client sends nothing
         await exchange.drain()

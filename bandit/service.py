@@ -43,16 +43,17 @@ from bandit.store.keyring import KeyringStore
 from bandit.store.redis_store import RedisStore
 from bandit.store.series import SeriesLayout
 from proxy.admission import ArmSlots
-from proxy.app import ProxyApp
+from proxy.app import ProxyApp, error_answer
 from proxy.clients import make_upstream_client
 from proxy.clients.base import Timeouts
 from proxy.health import ArmHealth, HealthProber
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry, running
-from proxy.request_body import BodyLimits
-from proxy.rsgi import serve_rsgi
+from proxy.request_body import BodyLimits, BufferBudget
+from proxy.rsgi import RsgiResponder, serve_rsgi
 from proxy.shadow import ShadowMirror
 from proxy.sticky import StickyAssignments
+from proxy.wait_watch import WaitWatch
 
 log = logging.getLogger("mab")
 #: How long start-up waits for Redis before giving up with a clear message.
@@ -120,6 +121,16 @@ async def _shared_keyring(settings: Settings, keyring: KeyringStore) -> list[Sig
             return ring
 
 
+def body_limits(settings: Settings) -> BodyLimits:
+    """The proxy's limits on request bodies (also the bridge's timeouts under granian)."""
+    return BodyLimits(
+        max_bytes=settings.max_body_bytes,
+        buffer_bytes=min(settings.buffer_body_bytes, settings.max_body_bytes),
+        idle_s=settings.body_idle_timeout_s,
+        total_s=settings.body_timeout_s,
+    )
+
+
 def _log_feedback_access(settings: Settings) -> None:
     """Say who may post rewards: an open feedback API is a choice that must be seen in the log."""
     if settings.feedback_token:
@@ -159,19 +170,17 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         recorder = DecisionRecorder(store.counters, settings.flush_interval_s, on_counted=registry.note_served)
         health = ArmHealth()
         mirror = ShadowMirror(client, recorder, health, queue_size=settings.shadow_queue_size)
+        body_watch = WaitWatch()
         proxy = ProxyApp(
             registry,
             recorder,
             client,
             signer,
             health,
-            BodyLimits(
-                max_bytes=settings.max_body_bytes,
-                buffer_bytes=min(settings.buffer_body_bytes, settings.max_body_bytes),
-                idle_s=settings.body_idle_timeout_s,
-                total_s=settings.body_timeout_s,
-            ),
+            body_limits(settings),
             ArmSlots(settings.arm_max_inflight, settings.arm_max_streamed_uploads),
+            body_watch,
+            BufferBudget(settings.max_buffered_bytes),
             mirror=mirror,
             sticky=StickyAssignments(ttl_s=settings.sticky_ttl_s),
         )
@@ -194,6 +203,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             asyncio.create_task(mirror.run()),
             asyncio.create_task(prober.run(lambda: _probe_targets(registry))),
             asyncio.create_task(sampler.run()),
+            asyncio.create_task(body_watch.run()),
         ]
         if use_shared_keyring:
             background.append(asyncio.create_task(store.keyring.follow(signer)))
@@ -291,10 +301,11 @@ class RsgiFrontDoor:
     after, which run Litestar's lifespan (Redis, the proxy and the background loops).
     """
 
-    def __init__(self, app: Litestar) -> None:
+    def __init__(self, app: Litestar, body_limits: BodyLimits) -> None:
         self.app = app
         self._lifespan = Lifespan(app)  # type: ignore[arg-type]  # Litestar is an ASGI app
         self._proxy: ProxyApp | None = None
+        self._body_limits = body_limits
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._lifespan.startup(loop)
@@ -304,15 +315,21 @@ class RsgiFrontDoor:
         self._lifespan.shutdown(loop)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if "websocket" in scope.headers.get("upgrade", "").lower():
+            # granian (websockets off) passes an upgrade on as a plain request; uvicorn's protocol
+            # refuses it before any route (bandit/cli/http_limits.py), and so is it refused here.
+            await error_answer(RsgiResponder(protocol), 400, "WebSockets are not served", connection="close")
+            return
         if self._proxy is not None and scope.path.startswith("/invoke/"):
             await serve_rsgi(self._proxy, scope, protocol)
             return
-        await serve_asgi(self.app, scope, protocol)  # type: ignore[arg-type]
+        await serve_asgi(self.app, scope, protocol, self._body_limits)  # type: ignore[arg-type]
 
 
 def create_rsgi(settings: Settings | None = None) -> RsgiFrontDoor:
     """The service as `mab serve` runs it under granian (see RsgiFrontDoor)."""
-    return RsgiFrontDoor(create_app(settings))
+    settings = settings or load_settings()
+    return RsgiFrontDoor(create_app(settings), body_limits(settings))
 
 
 def _redacted(url: str) -> str:

@@ -29,8 +29,9 @@ from proxy.app import ProxyApp
 from proxy.clients.base import Headers, Origin, RequestBody, Timeouts
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
-from proxy.request_body import BodyLimits
+from proxy.request_body import BodyLimits, BufferBudget
 from proxy.snapshot import Snapshot
+from proxy.wait_watch import WaitWatch
 
 ANSWER = b'{"model": "a", "prediction": 0.1234, "outcome": 0}'
 REQUEST = {"type": "http.request", "body": b'{"features": [0.12, 0.5, 0.93, 0.07]}', "more_body": False}
@@ -93,6 +94,8 @@ def _proxy(policy: str) -> ProxyApp:
         ArmHealth(),
         BodyLimits(max_bytes=1 << 24, buffer_bytes=1 << 20, idle_s=10.0, total_s=60.0),
         ArmSlots(max_inflight=256, max_streamed=16),
+        WaitWatch(),
+        BufferBudget(1 << 28),
     )
 
 

@@ -11,6 +11,7 @@ another healthy arm; shadow arms get a copy in the background.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,16 +22,17 @@ import msgspec
 from bandit.core.decision_ids import DecisionSigner
 from proxy.admission import ArmSlots
 from proxy.clients.base import Headers, UpstreamClient, UpstreamResponse
-from proxy.exceptions import BadTarget, BodyTimeout, BodyTooLarge, ClientDisconnected, UpstreamError
+from proxy.exceptions import BadTarget, BodyTimeout, BodyTooLarge, ClientDisconnected, UpstreamError, UpstreamTimeout
 from proxy.headers import IncomingRequest, request_headers, response_headers
 from proxy.health import ArmHealth, HealthKey
 from proxy.recorder import DecisionRecorder
 from proxy.registry import SnapshotRegistry
-from proxy.request_body import BodyLimits, Receive, StreamedBody, read_request_body
+from proxy.request_body import BodyLimits, BufferBudget, Receive, StreamedBody, UploadFault, read_request_body
 from proxy.shadow import MirroredRequest, ShadowMirror
 from proxy.snapshot import ArmRoute, Snapshot
 from proxy.sticky import StickyAssignments
 from proxy.target import parse_invoke_path, upstream_target
+from proxy.wait_watch import WaitTimedOut, WaitWatch
 
 log = logging.getLogger("mab.proxy")
 Scope = dict[str, Any]
@@ -86,6 +88,8 @@ class ProxyApp:
         health: ArmHealth,
         limits: BodyLimits,
         slots: ArmSlots,
+        watch: WaitWatch,
+        budget: BufferBudget,
         mirror: ShadowMirror | None = None,
         sticky: StickyAssignments | None = None,
     ) -> None:
@@ -96,6 +100,9 @@ class ProxyApp:
         self.health = health
         self.limits = limits
         self.slots = slots
+        # Times the first read of each body (its `run` is one of the service's background tasks).
+        self.watch = watch
+        self.budget = budget
         self.mirror = mirror
         self.sticky = sticky or StickyAssignments()
         self._too_large = f"request body exceeds the limit of {limits.max_bytes} bytes (BANDIT_MAX_BODY_BYTES)"
@@ -123,18 +130,15 @@ class ProxyApp:
         query: bytes,
         incoming: IncomingRequest,
         receive: Receive,
+        read_whole: bool = False,
     ) -> None:
-        """Route one request: its path and headers checked, its body read, an arm chosen and tried."""
+        """Route one request: its path and headers checked, its body read, an arm chosen and tried
+        (`read_whole`: see `read_request_body`)."""
         try:
             name, rest = parse_invoke_path(raw_path)
             target = upstream_target(rest, query)
         except BadTarget as error:
             await error_answer(responder, 400, str(error))
-            return
-        if incoming.upgrade is not None and b"websocket" in incoming.upgrade.lower():
-            # uvicorn refuses upgrades before the app sees them (bandit/cli/http_limits.py); granian
-            # passes them on as plain requests, and a WebSocket client deserves a clear answer.
-            await error_answer(responder, 400, "WebSockets are not served", connection="close")
             return
         if incoming.unsendable is not None:
             detail = (
@@ -152,7 +156,7 @@ class ProxyApp:
             await error_answer(responder, 413, self._too_large)
             return
         try:
-            body = await read_request_body(receive, self.limits, declared)
+            body = await read_request_body(receive, self.limits, declared, self.watch, self.budget, read_whole)
         except (BodyTooLarge, BodyTimeout) as fault:
             await self._client_fault(responder, fault)
             return
@@ -162,7 +166,10 @@ class ProxyApp:
         if isinstance(body, StreamedBody) and raw_length is not None:
             # Streamed on with the length the client declared, so the upstream needs no chunked decoding.
             headers = [*headers, (b"content-length", raw_length)]
-        await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body)
+        try:
+            await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body)
+        finally:
+            self.budget.release(body)
 
     async def _client_fault(self, responder: Responder, fault: BodyTooLarge | BodyTimeout) -> None:
         """413 or 408 for a body the client sent too much or too slowly of. After a 408 the
@@ -208,9 +215,10 @@ class ProxyApp:
                 response = await self.client.send(method, arm.origin, target, headers, body, arm.timeouts)
             except UpstreamError as error:
                 slots.release(key, streamed)
-                fault = body.fault if isinstance(body, StreamedBody) else None
+                fault = self._upload_fault(body, error)
                 if fault is not None:
                     # The client's upload failed, not the arm: nothing counts against it.
+                    self.health.abandon(key)
                     if not isinstance(fault, ClientDisconnected):
                         await self._client_fault(responder, fault)
                     return
@@ -228,6 +236,10 @@ class ProxyApp:
                     responder, error.status_code, f"arm {arm.name!r}: {error.message}", arm=arm.name, experiment=name
                 )
                 return
+            except BaseException:  # cancelled while waiting: the slot and any trial are given back
+                slots.release(key, streamed)
+                self.health.abandon(key)
+                raise
             break
         assert response is not None
         try:
@@ -240,6 +252,16 @@ class ProxyApp:
             await self._relay(responder, response, snapshot, arm, key, decision, started)
         finally:
             slots.release(key, streamed)
+
+    @staticmethod
+    def _upload_fault(body: bytes | StreamedBody, error: UpstreamError) -> UploadFault | None:
+        """The client's part in a failed send: its upload's own fault, or a read timeout that ran
+        out while its body was still coming (the arm cannot answer what it has not received)."""
+        if not isinstance(body, StreamedBody):
+            return None
+        if body.fault is None and isinstance(error, UpstreamTimeout) and not body.complete:
+            return BodyTimeout("the request body had not arrived in full when the arm's read timeout ran out")
+        return body.fault
 
     async def _relay(
         self,
@@ -282,9 +304,9 @@ class ProxyApp:
                 await responder.start(response.status, out_headers)
                 for chunk in (first, rest):
                     if chunk:
-                        await responder.chunk(chunk)
+                        await self._write(responder, chunk)
                 async for chunk in chunks:
-                    await responder.chunk(chunk)
+                    await self._write(responder, chunk)
                 await responder.end()
         except UpstreamError as error:
             failed = True
@@ -302,6 +324,15 @@ class ProxyApp:
             latency_ms = (time.perf_counter() - started) * 1000.0
             self.recorder.record(experiment.name, experiment.incarnation, arm.name, latency_ms, error=failed)
             self.health.observe(key, failed=failed)
+
+    async def _write(self, responder: Responder, chunk: bytes) -> None:
+        """One chunk of a streamed answer. A client that stops reading for longer than the body
+        idle timeout is taken as gone: it would hold the upstream's connection and its arm's slot."""
+        deadline = asyncio.get_running_loop().time() + self.limits.idle_s
+        try:
+            await self.watch.wait(lambda: responder.chunk(chunk), deadline)
+        except WaitTimedOut:
+            raise ClientDisconnected("the client stopped reading the answer") from None
 
     def _choose(self, snapshot: Snapshot, unit: bytes | None) -> int:
         is_healthy = self.health.is_healthy

@@ -45,8 +45,6 @@ class IncomingRequest(NamedTuple):
     # The name of a header whose value holds bytes above 0x7f, which the upstream client could
     # only re-encode (it takes text), not forward as received: such a request is refused.
     unsendable: bytes | None = None
-    # The Upgrade header's value: the proxy switches to no protocol (WebSocket attempts get a 400).
-    upgrade: bytes | None = None
 
 
 def _listed_in_connection(value: bytes, listed: set[bytes] | None) -> set[bytes] | None:
@@ -63,7 +61,7 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
     """Headers to send upstream and the few the proxy reads, in one pass."""
     forwarded: Headers = []
     prior_for: bytes | None = None
-    host = content_length = unit = unsendable = upgrade = None
+    host = content_length = unit = unsendable = None
     listed: set[bytes] | None = None
     for header in headers:
         name = header[0]
@@ -77,8 +75,6 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
                 host = header[1] if host is None else host
             elif name == b"connection":
                 listed = _listed_in_connection(header[1], listed)
-            elif name == b"upgrade":
-                upgrade = header[1]
         elif name == b"x-forwarded-for":
             prior_for = header[1] if prior_for is None else prior_for + b", " + header[1]
         else:
@@ -99,7 +95,7 @@ def request_headers(headers: Headers, client_host: str | None, scheme: str) -> I
     forwarded.append((b"x-forwarded-proto", b"https" if scheme == "https" else b"http"))
     if host is not None:
         forwarded.append((b"x-forwarded-host", host))
-    return IncomingRequest(forwarded, content_length, unit, unsendable, upgrade)
+    return IncomingRequest(forwarded, content_length, unit, unsendable)
 
 
 # The server in front sets its own Date and Server; X-Bandit-* are the proxy's own (an

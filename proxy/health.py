@@ -183,6 +183,13 @@ class ArmHealth:
             if self._standing(key, record, now) == "probation":
                 record.trial_sent_at = now
 
+    def abandon(self, key: HealthKey) -> None:
+        """A request `sending` announced got no verdict (its client failed or left): if it was a
+        probation trial, the next request may be one, rather than none for TRIAL_TIMEOUT_S."""
+        record = self._records.get(key)
+        if record is not None:
+            record.trial_sent_at = 0.0
+
     def observe(self, key: HealthKey, failed: bool, connection_failed: bool = False) -> None:
         """Count one forwarded request's outcome; `connection_failed`: no connection could be made."""
         now = self.clock()

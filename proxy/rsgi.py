@@ -107,6 +107,11 @@ class RsgiBody:
 
     __slots__ = ("_chunks", "_declared", "_done", "_none_yet", "_protocol", "_received")
 
+    @property
+    def reads_whole(self) -> bool:
+        """Does the first read take all of the body in one call (one declared small)?"""
+        return self._declared is not None and self._declared <= WHOLE_BODY_BYTES
+
     def __init__(self, protocol: RsgiProtocol, declared: bytes | None, has_body: bool) -> None:
         """`declared`: the Content-Length; `has_body`: False when there is neither that nor a
         Transfer-Encoding (a GET, say), so nothing is read at all."""
@@ -222,6 +227,7 @@ async def serve_rsgi(proxy: ProxyApp, scope: Any, protocol: RsgiProtocol) -> Non
         scope.query_string.encode("latin-1"),
         incoming,
         body,
+        read_whole=body.reads_whole,
     )
     # A client that asked to be told before it sends (Expect: 100-continue) and was refused
     # sends nothing: waiting for its body would only hold the handler.

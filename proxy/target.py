@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 from proxy.exceptions import BadTarget
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _PATH_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:@/")
 
 
@@ -28,7 +30,7 @@ def upstream_target(rest: bytes, query_string: bytes) -> str:
     if not path.startswith(b"/") or not set(path) <= _PATH_BYTES:
         raise BadTarget("the path holds characters that cannot be forwarded")
     decoded = unquote(path.decode("ascii"))
-    if any(character < " " or character == "\x7f" for character in decoded):
+    if _CONTROL.search(decoded):
         # An encoded CR, LF or NUL: meaningless in a path, and a way to make an upstream fail on purpose.
         raise BadTarget("the path holds encoded control characters")
     if any(segment in ("..", ".") for segment in decoded.replace("\\", "/").split("/")):

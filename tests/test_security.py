@@ -209,7 +209,7 @@ def test_feedback_is_closed_by_default(clean_test_db: str, models: ModelServers,
     closed.start()
     try:
         refused = httpx.post(f"{closed.url}/feedback", json=body, headers=bearer(ADMIN))
-        assert refused.status_code == 401
+        assert refused.status_code == 403
         assert "feedback is closed" in refused.json()["detail"]
         assert "BANDIT_FEEDBACK_OPEN=true" in refused.json()["detail"]
     finally:

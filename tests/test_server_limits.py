@@ -226,10 +226,10 @@ def test_a_pipelined_head_over_the_limit_is_refused_431(limited: ServiceProcess,
         assert status_of(read_response(sock)) == 200
         sock.sendall(second[split:])
         if server == "granian":
-            # hyper limits its read buffer, not the head: whether it took the head's start in with
-            # the first request's read, and so never held more than the limit, varies from run to run.
-            assert status_of(read_response(sock)) in (200, 431)
-            return
+            pytest.skip(
+                "hyper limits its read buffer, not the head: whether it took this head's start in with "
+                "the first request's read varies from run to run (a documented limit of granian)"
+            )
         response, closed, _ = read_until_closed(sock)
     assert status_of(response) == 431 and closed, response[:300]
     assert error_of(response)["detail"] == f"request head exceeds {MAX_HEADER_BYTES} bytes (BANDIT_MAX_HEADER_BYTES)"
@@ -361,10 +361,13 @@ def test_an_h2c_upgrade_cannot_smuggle_a_second_request(
     assert_still_serves(limited, name)
 
 
-def test_a_websocket_upgrade_is_refused_without_a_traceback(limited: ServiceProcess, experiment: str) -> None:
+@pytest.mark.parametrize("path", ["/invoke/{experiment}/predict", "/healthz", "/dashboard"])
+def test_a_websocket_upgrade_is_refused_without_a_traceback(
+    limited: ServiceProcess, experiment: str, path: str
+) -> None:
     log_from = len(limited.log())
     head = request_head(
-        f"/invoke/{experiment}/predict",
+        path.format(experiment=experiment),
         b"Connection: Upgrade",
         b"Upgrade: websocket",
         b"Sec-WebSocket-Version: 13",
@@ -378,6 +381,29 @@ def test_a_websocket_upgrade_is_refused_without_a_traceback(limited: ServiceProc
     assert closed and status_of(response) == 400, response[:300]
     assert error_of(response) == {"status_code": 400, "detail": "WebSockets are not served"}
     assert_no_traceback(limited, log_from)
+    assert_still_serves(limited, experiment)
+
+
+def test_chunked_trailers_count_against_the_head_limit(limited: ServiceProcess, experiment: str) -> None:
+    """httptools re-joins a trailer as its pieces come, without a bound, as it does a header: a
+    64 MiB trailer would cost seconds of parsing and memory; it is refused past the head limit."""
+    head = request_head(f"/invoke/{experiment}/sink", b"Transfer-Encoding: chunked")
+    with connect(limited) as sock:
+        sock.sendall(head + b"2\r\n{}\r\n0\r\nX-Trailer: ")
+        started = time.monotonic()
+        sent = 0
+        try:
+            while sent < 64 * MIB and time.monotonic() - started < 10:
+                sock.sendall(b"t" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed while we were still sending
+        response, closed, _ = read_until_closed(sock, 5)
+    # hyper (granian) answers the request once its last chunk is in and closes the connection a few
+    # MiB of trailer later; uvicorn's protocol refuses it past the limit.
+    expected = 200 if limited.settings["BANDIT_SERVER"] == "granian" else 431
+    assert status_of(response) == expected and closed, response[:300]
+    assert sent < 8 * MIB, sent
     assert_still_serves(limited, experiment)
 
 

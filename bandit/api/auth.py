@@ -63,7 +63,7 @@ def feedback_guard(feedback_token: str | None, admin_token: str | None) -> Guard
 
     The admin token is accepted too: whoever holds it can already reset or delete the
     experiment, so it grants nothing new here, and operators' tools need only one token.
-    With neither token set, feedback is closed (401 naming the settings that open it):
+    With neither token set, feedback is closed (403 naming the settings that open it):
     a decision id is proof that a decision was made, not that its reward is genuine, so
     anyone who may post rewards can steer the policy with rewards for their own decisions.
     BANDIT_FEEDBACK_OPEN=true is the operator's explicit choice to allow that (no guard then).
@@ -73,7 +73,8 @@ def feedback_guard(feedback_token: str | None, admin_token: str | None) -> Guard
 
     def require_feedback_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
         if not accepted:
-            raise NotAuthenticated(
+            # 403, not 401: no credential would be accepted, so there is none to ask for.
+            raise Forbidden(
                 detail="feedback is closed: start the service with BANDIT_FEEDBACK_TOKEN set "
                 "(or BANDIT_FEEDBACK_OPEN=true to accept rewards from anyone who holds a decision id)"
             )

@@ -10,6 +10,17 @@ upgrade would reach the app, which serves no WebSockets.
 This protocol answers those requests itself, in the API's error shape, before the app sees them
 and before the parser is fed more than the head limit, and closes the connection: 431 for a head
 too large or with too many headers, 408 for a head that takes too long, 400 for an upgrade.
+
+Bodies are timed here as well, for every route: a body that pauses past BANDIT_BODY_IDLE_TIMEOUT
+or takes longer in all than BANDIT_BODY_TIMEOUT gets 408 and a closed connection (the proxy
+times its own reads the same way, a little sooner, and answers first on /invoke); so does one
+that the app answered without reading and the client goes on sending for longer than the head
+timeout (uvicorn would read and drop it for as long as it trickles in). Chunked trailers, which
+httptools also re-joins without a bound, count against the head limit.
+
+And a proxied request (/invoke/) whose client goes away before its answer is done is cancelled:
+uvicorn would let it wait for the upstream, holding one of its arm's slots and an upstream
+connection for up to the read timeout, for a client that is gone.
 """
 
 from __future__ import annotations
@@ -30,19 +41,32 @@ from bandit.core.settings import Settings
 
 
 @dataclass(frozen=True)
-class HeadLimits:
-    """What one request head may cost (BANDIT_MAX_HEADER_BYTES, BANDIT_MAX_HEADERS, BANDIT_HEADER_TIMEOUT)."""
+class RequestLimits:
+    """What one request's head and body may cost in size and time (the BANDIT_* settings named)."""
 
-    max_bytes: int
-    max_headers: int
-    timeout_s: float
+    max_bytes: int  # BANDIT_MAX_HEADER_BYTES, also for chunked trailers
+    max_headers: int  # BANDIT_MAX_HEADERS
+    timeout_s: float  # BANDIT_HEADER_TIMEOUT, also for a body the app left unread
+    body_idle_s: float  # BANDIT_BODY_IDLE_TIMEOUT
+    body_total_s: float  # BANDIT_BODY_TIMEOUT
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> HeadLimits:
-        return cls(settings.max_header_bytes, settings.max_headers, settings.header_timeout_s)
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        return cls(
+            settings.max_header_bytes,
+            settings.max_headers,
+            settings.header_timeout_s,
+            settings.body_idle_timeout_s,
+            settings.body_timeout_s,
+        )
 
 
-def limited_protocol(limits: HeadLimits) -> functools.partial[LimitedHttpToolsProtocol]:
+#: The protocol's body timeouts fire this much after the app's own: on /invoke the proxy answers
+#: first, with the same 408, and counts the request; here is the backstop for every other route.
+BODY_TIMEOUT_GRACE_S = 0.5
+
+
+def limited_protocol(limits: RequestLimits) -> functools.partial[LimitedHttpToolsProtocol]:
     """The protocol for uvicorn's `http=`, with these limits.
 
     uvicorn keeps it in its Config, which it pickles to every worker process it spawns, so each
@@ -66,7 +90,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
-        limits: HeadLimits,
+        limits: RequestLimits,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
@@ -84,6 +108,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._piece_starts_head = False
         self._head_began_mid_piece = False
         self._head_timer: asyncio.TimerHandle | None = None
+        # The body in progress: when it began and last brought bytes (loop time), the timer that
+        # judges it, and the bytes fed since its last data (trailers and chunk extensions).
+        self._body_began_at = 0.0
+        self._body_last_at = 0.0
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._fed_since_body_data = 0
+        # Set when the response is done before the body is: the body must end by then.
+        self._unread_body_until: float | None = None
+        # The task running this connection's request, and whether this protocol cancelled it.
+        self._request_task: asyncio.Task[Any] | None = None
+        self._cancelled_for_leaving = False
+        self.app = self._tracked(self.app)
 
     # -- the connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -94,7 +130,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
+        cycle, task = self.cycle, self._request_task
+        # Proxied requests only: what the API does (a reward being counted) runs to its end.
+        proxied = cycle is not None and cycle.scope["path"].startswith("/invoke/")
+        if proxied and task is not None and not cycle.response_complete:
+            self._cancelled_for_leaving = True
+            task.cancel()
         super().connection_lost(exc)
+
+    def _tracked(self, app: Any) -> Any:
+        """`app`, with the task running each request kept, so that `connection_lost` can cancel it."""
+
+        async def run(scope: Any, receive: Any, send: Any) -> None:
+            task = self._request_task = asyncio.current_task()
+            try:
+                await app(scope, receive, send)
+            except asyncio.CancelledError:
+                if not self._cancelled_for_leaving or task is None:
+                    raise
+                # Cancelled because its client left: nothing to answer, nothing to log.
+                task.uncancel()
+            finally:
+                self._request_task = None
+
+        return run
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
@@ -113,15 +173,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._piece_starts_head = False
                 piece, data = data, b""
+                self._fed_since_body_data += len(piece)
             self._feed(piece)
             if self.transport.is_closing():
                 return  # refused: what follows is not parsed
+            if self._fed_since_body_data > self.limits.max_bytes and not self._awaiting_head:
+                # Past a piece of body data only framing should come: these are trailers or extensions.
+                self._refuse_head_size("request trailers exceed")
+                return
         # A head has begun and is not complete (or only blank lines came): it is timed from now,
         # the tick its first byte arrived in. Most heads complete in the piece they begin in, and
         # so cost no timer. While a response is being written, uvicorn's keep-alive timeout,
         # armed when it is done, bounds the wait instead.
         if self._awaiting_head and self._head_timer is None and not self._response_pending():
             self._start_head_timer()
+        elif not self._awaiting_head and self._body_timer is None:
+            # A body still to come (most arrive whole with their head, and cost no timer).
+            self._body_timer = self.loop.call_later(self.limits.body_idle_s + BODY_TIMEOUT_GRACE_S, self._judge_body)
 
     def _response_pending(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -157,6 +225,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._awaiting_head = self._head_begun = False
         self._head_bytes_received = 0
+        self._fed_since_body_data = 0
+        self._body_began_at = self._body_last_at = self.loop.time()
+        self._unread_body_until = None
         if self._head_began_mid_piece and self._parsed_head_size() > self.limits.max_bytes:
             self._refuse_head_size()
             raise _StopParsing
@@ -166,19 +237,64 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise _StopParsing
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._body_last_at = self.loop.time()
+        self._fed_since_body_data = 0
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._awaiting_head = True
+        self._cancel_body_timer()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if not self._awaiting_head and not self.transport.is_closing():
+            # Answered before its body was read: uvicorn drops the rest as it comes, but only for
+            # as long as a head may take, so a body trickled in after its answer holds nothing.
+            self._unread_body_until = self.loop.time() + self.limits.timeout_s
+        super().on_response_complete()
+
+    # -- the body's timer ----------------------------------------------------------------------
+    def _judge_body(self) -> None:
+        """Fired a while after the body's last data: 408 (or a close) if it paused too long or took
+        too long in all, else armed again for what is left."""
+        self._body_timer = None
+        if self.transport.is_closing() or self._awaiting_head:
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:
+            # The app is not reading (a slow upstream downstream of it): the client is not late.
+            self._body_last_at = now
+        grace = BODY_TIMEOUT_GRACE_S
+        idle_until = self._body_last_at + self.limits.body_idle_s + grace
+        total_until = self._body_began_at + self.limits.body_total_s + grace
+        until = min(idle_until, total_until, self._unread_body_until or total_until)
+        if now < until:
+            self._body_timer = self.loop.call_later(until - now, self._judge_body)
+            return
+        if self._unread_body_until is not None and now >= self._unread_body_until:
+            self.transport.close()  # answered already: nothing more to say
+            return
+        if now >= total_until:
+            detail = f"the request body took more than {self.limits.body_total_s:g} s to arrive (BANDIT_BODY_TIMEOUT)"
+        else:
+            detail = f"the request body paused for more than {self.limits.body_idle_s:g} s (BANDIT_BODY_IDLE_TIMEOUT)"
+        self._refuse(HTTPStatus.REQUEST_TIMEOUT, detail)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     # -- refusals ------------------------------------------------------------------------------
     def _parsed_head_size(self) -> int:
         """At least the head's size: its URL, and each header with its ": " and CRLF."""
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
-    def _refuse_head_size(self) -> None:
+    def _refuse_head_size(self, what: str = "request head exceeds") -> None:
         self._refuse(
             HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-            f"request head exceeds {self.limits.max_bytes} bytes (BANDIT_MAX_HEADER_BYTES)",
+            f"{what} {self.limits.max_bytes} bytes (BANDIT_MAX_HEADER_BYTES)",
         )
 
     def _upgrade_refusal(self) -> str:
@@ -213,11 +329,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: HTTPStatus, detail: str) -> None:
         """Answer `status` with `detail`, log it, close the connection."""
         self._cancel_head_timer()
+        self._cancel_body_timer()
         client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
         self.logger.warning("%sRefused a request: %d %s", client, status, detail)
-        # While an earlier (pipelined) request's response is being written, an answer cannot be put
-        # in the middle of it: that connection is only closed.
-        if not self._response_pending():
+        # While a response is being written (an earlier, pipelined request's, or this one's), an
+        # answer cannot be put in the middle of it: that connection is only closed.
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
             self.transport.write(_refusal(status, detail, self.server_state.default_headers))
         self.transport.close()
 

@@ -28,7 +28,7 @@ def run_server(settings: Settings) -> None:
 def _run_uvicorn(settings: Settings) -> None:
     import uvicorn
 
-    from bandit.cli.http_limits import HeadLimits, limited_protocol
+    from bandit.cli.http_limits import RequestLimits, limited_protocol
 
     common = {
         "host": settings.host,
@@ -36,7 +36,7 @@ def _run_uvicorn(settings: Settings) -> None:
         "loop": "uvloop",
         # httptools, with limits on the request head and every protocol upgrade refused
         # (bandit/cli/http_limits.py); the limits travel to the workers inside uvicorn's Config.
-        "http": limited_protocol(HeadLimits.from_settings(settings)),
+        "http": limited_protocol(RequestLimits.from_settings(settings)),
         # Nothing here serves WebSockets: an upgrade is answered 400 by the protocol above.
         "ws": "none",
         "log_level": settings.log_level.lower(),

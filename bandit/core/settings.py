@@ -33,8 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # time (absolute, so every replica and every restart agree on when the grace ends).
     previous_secret: str | None = None
     previous_secret_until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
-    # None: anyone may POST /feedback (the signed decision id is the proof); set: it needs this
-    # bearer token (or the admin token).
+    # Set: POST /feedback needs this bearer token (or the admin token); None: the admin token, unless
+    # feedback_open.
     feedback_token: str | None = None
     # With no feedback token: True lets anyone holding a decision id report its reward (and so steer
     # the policy with rewards for decisions they made themselves); False (the default): feedback then
@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Request bodies up to this size are read whole before an upstream connection is taken, so a
     # slow upload holds none; larger ones stream, at most `arm_max_streamed_uploads` per arm at once.
     buffer_body_bytes: int = 1024 * 1024
+    # All the bodies one process holds that way at once; past it, a body being read streams instead.
+    max_buffered_bytes: int = 256 * 1024 * 1024
     # Seconds a request body may pause between two pieces, and may take in all; 408 past either.
     body_idle_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
@@ -119,6 +121,7 @@ _ENVIRONMENT = {
     "flush_interval_s": "BANDIT_FLUSH_INTERVAL",
     "max_body_bytes": "BANDIT_MAX_BODY_BYTES",
     "buffer_body_bytes": "BANDIT_BUFFER_BODY_BYTES",
+    "max_buffered_bytes": "BANDIT_MAX_BUFFERED_BYTES",
     "body_idle_timeout_s": "BANDIT_BODY_IDLE_TIMEOUT",
     "body_timeout_s": "BANDIT_BODY_TIMEOUT",
     "max_header_bytes": "BANDIT_MAX_HEADER_BYTES",
@@ -183,6 +186,7 @@ def _check_limits(settings: Settings) -> None:
     """Every limit on what one client may cost must be positive: none can be switched off by 0."""
     positive = {
         "BANDIT_BUFFER_BODY_BYTES": settings.buffer_body_bytes,
+        "BANDIT_MAX_BUFFERED_BYTES": settings.max_buffered_bytes,
         "BANDIT_BODY_IDLE_TIMEOUT": settings.body_idle_timeout_s,
         "BANDIT_BODY_TIMEOUT": settings.body_timeout_s,
         "BANDIT_MAX_HEADER_BYTES": settings.max_header_bytes,

@@ -269,3 +269,14 @@ def test_the_record_count_is_capped_dropping_the_oldest() -> None:
     assert health.record_count == 10
     assert health.state(("oldest", URL)) == "healthy"
     assert health.state(("e9", URL)) == "healthy"
+
+
+def test_a_trial_that_gets_no_verdict_is_abandoned_so_the_next_request_may_try() -> None:
+    # Its client failed or left before the arm answered: the arm must not wait TRIAL_TIMEOUT_S for a verdict.
+    health, clock = health_on_a_clock()
+    eject_by_error_rate(health, A)
+    clock.now += FIRST_BACKOFF_S
+    health.sending(A)
+    assert not health.is_healthy(A)  # the trial is in flight
+    health.abandon(A)
+    assert health.is_healthy(A) and health.state(A) == "probation"

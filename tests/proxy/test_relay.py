@@ -23,8 +23,9 @@ from proxy.app import ProxyApp
 from proxy.clients.base import Timeouts, UpstreamClient
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
-from proxy.request_body import BodyLimits
+from proxy.request_body import BodyLimits, BufferBudget
 from proxy.snapshot import Snapshot
+from proxy.wait_watch import WaitWatch
 from tests.proxy.clients.test_upstream_clients import CLIENT_CLASSES, _load
 
 ANSWER = b'{"prediction": 0.5}'
@@ -91,7 +92,15 @@ def _proxy(client: UpstreamClient, url: str) -> ProxyApp:
     snapshot = Snapshot.build(experiment, counters, np.random.default_rng(1), Timeouts(2.0, 5.0))
     recorder = DecisionRecorder(None, 1.0)  # type: ignore[arg-type]  # never flushed here
     return ProxyApp(
-        _Registry(snapshot), recorder, client, DecisionSigner([b"k"]), ArmHealth(), LIMITS, ArmSlots(256, 16)
+        _Registry(snapshot),
+        recorder,
+        client,
+        DecisionSigner([b"k"]),
+        ArmHealth(),
+        LIMITS,
+        ArmSlots(256, 16),
+        WaitWatch(),
+        BufferBudget(1 << 28),
     )  # type: ignore[arg-type]
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from proxy.request_body import BodyLimits, StreamedBody, read_request_body
+from proxy.request_body import BodyLimits, BufferBudget, StreamedBody, read_request_body
 from proxy.rsgi import WHOLE_BODY_BYTES, RsgiBody, raw_path, text_headers
+from proxy.wait_watch import WaitWatch
 
 
 class _Protocol:
@@ -38,15 +39,21 @@ LIMITS = BodyLimits(max_bytes=1 << 20, buffer_bytes=64 * 1024, idle_s=10.0, tota
 
 async def test_a_small_declared_body_is_read_whole_in_one_call() -> None:
     protocol = _Protocol(b'{"a":', b"1}")
-    body = await read_request_body(RsgiBody(protocol, b"7", has_body=True), LIMITS, 7)  # type: ignore[arg-type]
+    body = await read_request_body(
+        RsgiBody(protocol, b"7", has_body=True), LIMITS, 7, WaitWatch(), BufferBudget(1 << 28)
+    )  # type: ignore[arg-type]
     assert body == b'{"a":1}' and protocol.reads == 1
 
 
 async def test_a_small_chunked_body_is_read_whole_and_a_large_one_streams() -> None:
-    small = await read_request_body(RsgiBody(_Protocol(b"ab", b"cd"), None, has_body=True), LIMITS, None)  # type: ignore[arg-type]
+    small = await read_request_body(
+        RsgiBody(_Protocol(b"ab", b"cd"), None, has_body=True), LIMITS, None, WaitWatch(), BufferBudget(1 << 28)
+    )  # type: ignore[arg-type]
     assert small == b"abcd"
     big_chunks = [b"x" * 40_000] * 4
-    streamed = await read_request_body(RsgiBody(_Protocol(*big_chunks), None, has_body=True), LIMITS, None)  # type: ignore[arg-type]
+    streamed = await read_request_body(
+        RsgiBody(_Protocol(*big_chunks), None, has_body=True), LIMITS, None, WaitWatch(), BufferBudget(1 << 28)
+    )  # type: ignore[arg-type]
     assert isinstance(streamed, StreamedBody)
     assert len(b"".join([chunk async for chunk in streamed])) == 160_000
 

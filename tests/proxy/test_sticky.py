@@ -16,9 +16,10 @@ from proxy.app import ProxyApp
 from proxy.clients.base import Timeouts
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
-from proxy.request_body import BodyLimits
+from proxy.request_body import BodyLimits, BufferBudget
 from proxy.snapshot import Snapshot
 from proxy.sticky import BYTES_PER_UNIT, StickyAssignments
+from proxy.wait_watch import WaitWatch
 
 LIMITS = BodyLimits(max_bytes=1 << 20, buffer_bytes=1 << 16, idle_s=10.0, total_s=60.0)
 
@@ -43,6 +44,8 @@ def test_a_unit_is_remembered_by_a_fixed_size_digest_however_long_its_id() -> No
         ArmHealth(),
         LIMITS,
         ArmSlots(256, 16),
+        WaitWatch(),
+        BufferBudget(1 << 28),
         sticky=sticky,
     )  # type: ignore[arg-type]
     count = 2_000

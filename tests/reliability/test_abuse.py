@@ -3,7 +3,8 @@ service does now, and that an honest client of another experiment keeps its late
 
 The rows (A, D, E, F, G) are those of RELIABILITY.md's attack table; the head-size, head
 timeout and upgrade rows (B, C, and G's WebSocket) are in tests/test_server_limits.py, the
-events-stream cap and the pages' headers (G) in tests/dashboard/. Every test prints the honest
+events-stream cap and the pages' headers (G) in tests/dashboard/, what a client could make the
+service hold (slots, connections, memory) in tests/reliability/test_abuse_holds.py. Every test prints the honest
 client's latency during its attack (`-s` shows them).
 """
 
@@ -25,11 +26,14 @@ from tests.conftest import ADMIN_TOKEN
 from tests.servers import ModelServers, ServiceProcess
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-#: What an honest request on another experiment may take at worst while an attack runs, on this
-#: 2-core machine shared with the attackers (it takes ~3 ms unloaded). Generous on purpose: the
-#: unfixed service made such requests wait for the upstream pool (~26 s) or behind a parse (~3 s).
-HONEST_MAX_S = 1.0
+#: What an honest request on another experiment may take while an attack runs, on this 2-core
+#: machine shared with the attackers (~3 ms unloaded): its p95, and its worst. Generous on purpose
+#: (a noisy machine must not fail them): the unfixed service made such requests wait for the
+#: upstream pool (~26 s) or behind a parse (~3 s).
+HONEST_P95_S = 0.5
+HONEST_MAX_S = 2.0
 IDLE_TIMEOUT_S = 2
+TOTAL_TIMEOUT_S = 8
 STREAMED_PER_ARM = 4
 
 
@@ -42,13 +46,16 @@ def hardened(request: pytest.FixtureRequest, clean_test_db: str, models: ModelSe
         BANDIT_LOG_LEVEL="info",
         BANDIT_BODY_IDLE_TIMEOUT=str(IDLE_TIMEOUT_S),
         BANDIT_ARM_MAX_STREAMED_UPLOADS=str(STREAMED_PER_ARM),
+        BANDIT_BODY_TIMEOUT=str(TOTAL_TIMEOUT_S),
         # The default: no feedback token, feedback not opened.
         BANDIT_FEEDBACK_OPEN="",
     )
-    service.log_path.unlink(missing_ok=True)  # a fresh log, for the traceback check at the end
+    service.log_path.unlink(missing_ok=True)  # a fresh log, for the check below
     service.start()
     yield service
     service.stop()
+    # Every attack of the module was answered: none crashed a handler.
+    assert "Traceback" not in service.log_path.read_text()
 
 
 def create(service: ServiceProcess, models: ModelServers, name: str, **extra: object) -> None:
@@ -101,7 +108,9 @@ class HonestClient:
         print(self.report(attack))
         assert len(self.latencies) >= 10, self.report(attack)
         assert not self.failures, (attack, self.failures)
-        assert max(self.latencies) < HONEST_MAX_S, self.report(attack)
+        ordered = sorted(self.latencies)
+        assert ordered[int(0.95 * (len(ordered) - 1))] < HONEST_P95_S, self.report(attack)
+        assert ordered[-1] < HONEST_MAX_S, self.report(attack)
 
 
 @contextlib.asynccontextmanager
@@ -209,16 +218,22 @@ async def test_a_a_paused_body_is_answered_408_and_not_held_against_the_arm(
     hardened: ServiceProcess, two_experiments: tuple[str, str], declared: int
 ) -> None:
     attacked, _ = two_experiments
+    # granian reads a small declared body in one call, which cannot see a pause: such a body has
+    # the whole body's time (a documented limit); any other pauses no longer than the idle timeout.
+    whole = declared <= 64 * 1024 and hardened.settings["BANDIT_SERVER"] == "granian"
+    timeout_s, setting = (
+        (TOTAL_TIMEOUT_S, b"BANDIT_BODY_TIMEOUT") if whole else (IDLE_TIMEOUT_S, b"BANDIT_BODY_IDLE_TIMEOUT")
+    )
     reader, writer = await _open_upload(hardened, f"/invoke/{attacked}/sink", declared)
     started = time.monotonic()
     try:
-        answer = await _answer(reader, IDLE_TIMEOUT_S + 3)
+        answer = await _answer(reader, timeout_s + 3)
     finally:
         writer.close()
     waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    assert b"BANDIT_BODY_IDLE_TIMEOUT" in answer
-    assert IDLE_TIMEOUT_S * 0.9 <= waited < IDLE_TIMEOUT_S + 2
+    assert setting in answer
+    assert timeout_s * 0.9 <= waited < timeout_s + 2
     async with httpx.AsyncClient(timeout=30) as client:
         stats = (await client.get(f"{hardened.url}/api/experiments/{attacked}/stats", headers=ADMIN)).json()
     # The client was slow, not the arm: no arm has an error or lost health for it.
@@ -257,11 +272,17 @@ async def test_d_long_unit_ids_cost_the_sticky_map_nothing_more(
             for unit in range(300):
                 answer = await client.post(invoke, json={}, headers={"X-Bandit-Unit": f"{unit}-" + "u" * 60_000})
                 assert answer.status_code == 200
-            huge = await client.post(invoke, json={}, headers={"X-Bandit-Unit": "u" * 256 * 1024})
+            try:
+                huge: int | None = (
+                    await client.post(invoke, json={}, headers={"X-Bandit-Unit": "u" * 256 * 1024})
+                ).status_code
+            except httpx.TransportError:
+                huge = None  # refused and closed while the client was still sending it
         grown = _rss_bytes(hardened) - before
     print(f"D: 300 unique 60 KiB units: RSS +{grown / 1e6:.1f} MB (kept by id: +18 MB)")
     assert grown < 6_000_000
-    assert huge.status_code == 431
+    # granian (hyper) may close before the client has read its 431.
+    assert huge == 431 or (huge is None and hardened.settings["BANDIT_SERVER"] == "granian"), huge
     honest_client.check("D: 300 unique 60 KiB unit ids")
 
 
@@ -279,9 +300,10 @@ async def test_e_crafted_failures_eject_no_arm(
     async with httpx.AsyncClient(timeout=30) as client:
         async with honest_traffic(hardened, honest) as honest_client:
             crlf = await client.post(f"{hardened.url}/invoke/{attacked}/predict%0d%0aX:%20y", json={})
-            crafted = [
-                (await client.post(f"{hardened.url}/invoke/{attacked}/status/500")).status_code for _ in range(19)
-            ]
+            # All 19 on one arm (a sticky unit pins them): one fewer than the rate rule's minimum volume.
+            pinned = {"X-Bandit-Unit": "attacker"}
+            url = f"{hardened.url}/invoke/{attacked}/status/500"
+            crafted = [await client.post(url, headers=pinned) for _ in range(19)]
             served: Counter[str] = Counter()
             for _ in range(150):
                 answer = await client.post(f"{hardened.url}/invoke/{attacked}/predict", json={})
@@ -289,7 +311,8 @@ async def test_e_crafted_failures_eject_no_arm(
                 served[answer.headers["X-Bandit-Arm"]] += 1
         stats = (await client.get(f"{hardened.url}/api/experiments/{attacked}/stats", headers=ADMIN)).json()
     assert crlf.status_code == 400 and "control characters" in crlf.json()["detail"]
-    assert crafted == [500] * 19
+    assert [answer.status_code for answer in crafted] == [500] * 19
+    assert len({answer.headers["X-Bandit-Arm"] for answer in crafted}) == 1
     # Every arm still serves both experiments.
     assert set(served) == set(models.urls) == set(honest_client.arms), (served, honest_client.arms)
     assert {arm["health"] for arm in stats["arms"]} == {"healthy"}
@@ -376,8 +399,3 @@ def test_g_header_bytes_outside_ascii_are_refused_not_rewritten(
     else:
         assert answer.status_code == 400 and "'x-label'" in answer.json()["detail"]
     assert echoed.status_code == 200 and "cafe" in echoed.text
-
-
-def test_the_service_log_holds_no_traceback(hardened: ServiceProcess) -> None:
-    """Every attack above was answered, none crashed a handler (this runs last in the module)."""
-    assert "Traceback" not in hardened.log_path.read_text()
