@@ -16,21 +16,14 @@ import numpy as np
 import pytest
 
 from bandit.core.counters import ArmCounters
-from bandit.core.decision_ids import DecisionSigner
 from bandit.core.models import Experiment
-from proxy.admission import ArmSlots
 from proxy.app import ProxyApp
 from proxy.clients.base import Timeouts, UpstreamClient
-from proxy.health import ArmHealth
-from proxy.recorder import DecisionRecorder
-from proxy.request_body import BodyLimits, BufferBudget
 from proxy.snapshot import Snapshot
-from proxy.wait_watch import WaitWatch
+from tests.proxy.bare_proxy import bare_proxy
 from tests.proxy.clients.test_upstream_clients import CLIENT_CLASSES, _load
 
 ANSWER = b'{"prediction": 0.5}'
-
-LIMITS = BodyLimits(max_bytes=1 << 20, buffer_bytes=1 << 16, idle_s=10.0, total_s=60.0)
 
 
 class _Upstream(BaseHTTPRequestHandler):
@@ -90,18 +83,7 @@ def _proxy(client: UpstreamClient, url: str) -> ProxyApp:
     )
     counters = ArmCounters("i1", *[np.zeros(1) for _ in range(12)])
     snapshot = Snapshot.build(experiment, counters, np.random.default_rng(1), Timeouts(2.0, 5.0))
-    recorder = DecisionRecorder(None, 1.0)  # type: ignore[arg-type]  # never flushed here
-    return ProxyApp(
-        _Registry(snapshot),
-        recorder,
-        client,
-        DecisionSigner([b"k"]),
-        ArmHealth(),
-        LIMITS,
-        ArmSlots(256, 16),
-        WaitWatch(),
-        BufferBudget(1 << 28),
-    )  # type: ignore[arg-type]
+    return bare_proxy(_Registry(snapshot), client)
 
 
 async def _invoke(proxy: ProxyApp, path: str) -> list[tuple[float, dict[str, Any]]]:

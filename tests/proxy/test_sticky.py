@@ -9,19 +9,11 @@ import msgspec
 import numpy as np
 
 from bandit.core.counters import ArmCounters
-from bandit.core.decision_ids import DecisionSigner
 from bandit.core.models import Experiment
-from proxy.admission import ArmSlots
-from proxy.app import ProxyApp
 from proxy.clients.base import Timeouts
-from proxy.health import ArmHealth
-from proxy.recorder import DecisionRecorder
-from proxy.request_body import BodyLimits, BufferBudget
 from proxy.snapshot import Snapshot
 from proxy.sticky import BYTES_PER_UNIT, StickyAssignments
-from proxy.wait_watch import WaitWatch
-
-LIMITS = BodyLimits(max_bytes=1 << 20, buffer_bytes=1 << 16, idle_s=10.0, total_s=60.0)
+from tests.proxy.bare_proxy import bare_proxy
 
 
 def _snapshot() -> Snapshot:
@@ -36,18 +28,7 @@ def _snapshot() -> Snapshot:
 def test_a_unit_is_remembered_by_a_fixed_size_digest_however_long_its_id() -> None:
     snapshot = _snapshot()
     sticky = StickyAssignments()
-    proxy = ProxyApp(
-        None,
-        DecisionRecorder(None, 1.0),
-        None,
-        DecisionSigner([b"k"]),
-        ArmHealth(),
-        LIMITS,
-        ArmSlots(256, 16),
-        WaitWatch(),
-        BufferBudget(1 << 28),
-        sticky=sticky,
-    )  # type: ignore[arg-type]
+    proxy = bare_proxy(None, None, sticky)
     count = 2_000
 
     def unit(i: int) -> bytes:
