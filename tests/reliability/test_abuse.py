@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN
+from tests.reliability.raw_http import read_answer
 from tests.servers import ModelServers, ServiceProcess
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -149,12 +150,6 @@ async def _status(reader: asyncio.StreamReader, timeout_s: float) -> int | None:
     return int(line.split()[1]) if line.startswith(b"HTTP/1.1 ") else None
 
 
-async def _answer(reader: asyncio.StreamReader, timeout_s: float) -> bytes:
-    with contextlib.suppress(TimeoutError, ConnectionError):
-        return await asyncio.wait_for(reader.read(65536), timeout_s)
-    return b""
-
-
 def _close(writers: list[asyncio.StreamWriter]) -> None:
     for writer in writers:
         writer.close()
@@ -183,7 +178,7 @@ async def test_a_slow_uploads_hold_no_upstream_connection(
         client.check("A: 540 slow 1 MB uploads")
         assert same.status_code == 200
         # None was refused either: each still waits for its body, on its own connection only.
-        answered = await asyncio.gather(*(_answer(reader, 0.1) for reader, _ in uploads))
+        answered = await asyncio.gather(*(read_answer(reader, 0.1) for reader, _ in uploads))
         assert not any(answered), {answer[:12] for answer in answered}
     finally:
         _close(writers)
@@ -201,7 +196,7 @@ async def test_a_large_slow_uploads_are_capped_per_arm(
     writers = [writer for _, writer in uploads]
     try:
         async with honest_traffic(hardened, honest) as client, honest_traffic(hardened, attacked) as same:
-            answers = await asyncio.gather(*(_answer(reader, IDLE_TIMEOUT_S * 0.75) for reader, _ in uploads))
+            answers = await asyncio.gather(*(read_answer(reader, IDLE_TIMEOUT_S * 0.75) for reader, _ in uploads))
         refused = [answer for answer in answers if answer.startswith(b"HTTP/1.1 503")]
         assert len(refused) == 30 - arms * STREAMED_PER_ARM, [answer[:12] for answer in answers]
         assert all(
@@ -227,7 +222,7 @@ async def test_a_a_paused_body_is_answered_408_and_not_held_against_the_arm(
     reader, writer = await _open_upload(hardened, f"/invoke/{attacked}/sink", declared)
     started = time.monotonic()
     try:
-        answer = await _answer(reader, timeout_s + 3)
+        answer = await read_answer(reader, timeout_s + 3)
     finally:
         writer.close()
     waited = time.monotonic() - started

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN
+from tests.reliability.raw_http import read_answer
 from tests.servers import ModelServers, ServiceProcess
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -66,12 +67,6 @@ def _head(method: str, path: str, *headers: str) -> str:
     return "\r\n".join([f"{method} {path} HTTP/1.1", "Host: mab", *headers, "", ""])
 
 
-async def _answer(reader: asyncio.StreamReader, timeout_s: float) -> bytes:
-    with contextlib.suppress(TimeoutError, ConnectionError):
-        return await asyncio.wait_for(reader.read(65536), timeout_s)
-    return b""
-
-
 async def _closed_within(reader: asyncio.StreamReader, timeout_s: float) -> bool:
     """Does the server close the connection within `timeout_s` (whatever it answered first)?"""
     deadline = time.monotonic() + timeout_s
@@ -116,7 +111,7 @@ async def test_a_client_that_stops_reading_gives_its_arm_slot_back(tight: Servic
     timeout: it held both of the arm's slots no longer than that."""
     stalled = [await _send(tight, _head("GET", f"/invoke/{one_arm}/stream/200000000")) for _ in range(2)]
     for reader, _ in stalled:
-        assert (await _answer(reader, 5)).startswith(b"HTTP/1.1 200")
+        assert (await read_answer(reader, 5)).startswith(b"HTTP/1.1 200")
     started = time.monotonic()
     status = 503
     while status != 200 and time.monotonic() - started < IDLE_S + 6:
@@ -145,7 +140,7 @@ async def test_a_steady_slow_upload_past_the_read_timeout_is_the_clients_408(
     while sent < size and not answer:
         writer.write(b"x" * 10_000)
         sent += 10_000
-        answer = await _answer(reader, 0.1)
+        answer = await read_answer(reader, 0.1)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     async with httpx.AsyncClient(timeout=30) as client:
@@ -162,7 +157,7 @@ async def test_a_small_body_sent_slowly_but_steadily_is_served(tight: ServicePro
         await asyncio.sleep(0.5)
         writer.write(b"x" * 10_000)
         await writer.drain()
-    answer = await _answer(reader, 5)
+    answer = await read_answer(reader, 5)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
@@ -172,7 +167,7 @@ async def test_a_slow_api_body_is_answered_408(tight: ServiceProcess) -> None:
     head = _head("POST", "/feedback", "Content-Type: application/json", "Content-Length: 100")
     reader, writer = await _send(tight, head, b'{"decision": ')
     started = time.monotonic()
-    answer = await _answer(reader, IDLE_S + 4)
+    answer = await read_answer(reader, IDLE_S + 4)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"BANDIT_BODY_IDLE_TIMEOUT" in answer
@@ -190,7 +185,7 @@ async def test_a_body_left_unread_after_an_early_answer_is_not_held(
         "POST", path.format(experiment=one_arm), "Content-Type: application/json", f"Content-Length: {declared}"
     )
     reader, writer = await _send(tight, head, b"{")
-    answer = await _answer(reader, 5)
+    answer = await read_answer(reader, 5)
     assert answer[:12] in (b"HTTP/1.1 413", b"HTTP/1.1 404", b"HTTP/1.1 401"), answer[:200]
 
     async def trickle() -> None:
@@ -219,7 +214,7 @@ async def test_bodies_read_before_forwarding_are_bounded_in_all(tight: ServicePr
         await writer.drain()
         uploads.append((reader, writer))
         await asyncio.sleep(0.1)
-    answers = [await _answer(reader, 1.0) for reader, _ in uploads]
+    answers = [await read_answer(reader, 1.0) for reader, _ in uploads]
     for _, writer in uploads:
         writer.close()
     refused = [answer for answer in answers if answer.startswith(b"HTTP/1.1 503")]
