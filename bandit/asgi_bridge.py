@@ -13,13 +13,13 @@ WebSocket (granian runs with them off).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from proxy.app import error_answer
 from proxy.exceptions import BodyTimeout
 from proxy.request_body import BodyLimits
-from proxy.rsgi import drain_body, raw_path, text_headers
+from proxy.rsgi import RsgiResponder, drain_body, raw_path, text_headers
 
 AsgiApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[..., Awaitable[None]]], Any]
 
@@ -76,7 +76,7 @@ class _Exchange:
                 chunk = await self._chunks.__anext__()
         except TimeoutError:
             self._body_done = True
-            self._answer_timeout(idle_until >= self._deadline)
+            await self._answer_timeout(idle_until >= self._deadline)
             return {"type": "http.disconnect"}
         except StopAsyncIteration:
             self._body_done = True
@@ -86,13 +86,11 @@ class _Exchange:
             return {"type": "http.disconnect"}
         return {"type": "http.request", "body": chunk, "more_body": True}
 
-    def _answer_timeout(self, whole: bool) -> None:
+    async def _answer_timeout(self, whole: bool) -> None:
         if self._stream is not None:
             return  # the answer has begun: the app ends it
         detail = str(BodyTimeout.past(self._limits.idle_s, self._limits.total_s, whole=whole))
-        body = json.dumps({"status_code": 408, "detail": detail}).encode()
-        headers = [("content-type", "application/json"), ("connection", "close")]
-        self._protocol.response_bytes(408, headers, body)
+        await error_answer(RsgiResponder(self._protocol), 408, detail, connection="close")
         self._answered = True
 
     async def drain(self) -> None:

@@ -126,15 +126,11 @@ async def honest_traffic(service: ServiceProcess, experiment: str) -> AsyncItera
         await task
 
 
-def _port(service: ServiceProcess) -> int:
-    return int(service.url.rsplit(":", 1)[1])
-
-
 async def _open_upload(
     service: ServiceProcess, path: str, declared: int
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A POST that declares `declared` bytes and sends the first one."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", _port(service))
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     head = f"POST {path} HTTP/1.1\r\nHost: mab\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
     writer.write(head.encode() + b"[")
     await writer.drain()

@@ -50,14 +50,10 @@ def one_arm(tight: ServiceProcess, models: ModelServers, name: str) -> str:
     return name
 
 
-def _port(service: ServiceProcess) -> int:
-    return int(service.url.rsplit(":", 1)[1])
-
-
 async def _send(
     service: ServiceProcess, head: str, body: bytes = b""
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", _port(service))
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(head.encode() + body)
     await writer.drain()
     return reader, writer
