@@ -272,8 +272,9 @@ async def test_d_long_unit_ids_cost_the_sticky_map_nothing_more(
         grown = _rss_bytes(hardened) - before
     print(f"D: 300 unique 60 KiB units: RSS +{grown / 1e6:.1f} MB (kept by id: +18 MB)")
     assert grown < 6_000_000
-    # granian (hyper) may close before the client has read its 431.
-    assert huge == 431 or (huge is None and hardened.settings["BANDIT_SERVER"] == "granian"), huge
+    # Refused: 431, or the connection closed under a client still sending the rest of its head (both
+    # servers answer 431 and close at the limit; tests/test_server_limits.py reads that 431 off a socket).
+    assert huge in (431, None), huge
     honest_client.check("D: 300 unique 60 KiB unit ids")
 
 
