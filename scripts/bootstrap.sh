@@ -18,6 +18,6 @@ stamp=.venv/.mab-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/lock.txt -nt "$stamp" ]; then
   # The lock pins every package, direct or not: a fresh machine gets the versions the suite passed with.
   .venv/bin/python -m pip install -q -c requirements/lock.txt pip
-  .venv/bin/python -m pip install -q -c requirements/lock.txt -e ".[dev,loadtest]"
+  .venv/bin/python -m pip install -q -c requirements/lock.txt -e ".[dev,loadtest,otel]"
   touch "$stamp"
 fi

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/python -m pip install -q "uv>=0.5"
-.venv/bin/uv pip compile pyproject.toml requirements/installer.in --extra dev --extra loadtest \
+.venv/bin/uv pip compile pyproject.toml requirements/installer.in --extra dev --extra loadtest --extra otel \
   --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
   --no-header --annotation-style line --upgrade -o requirements/lock.txt
 echo "requirements/lock.txt refreshed; scripts/bootstrap.sh installs it on the next run" >&2
