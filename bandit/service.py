@@ -39,9 +39,12 @@ from bandit.core.settings import Settings, load_settings
 from bandit.dashboard.live import StatsCache
 from bandit.dashboard.routes import dashboard_routes
 from bandit.dashboard.sampler import SAMPLE_INTERVAL_S, SeriesSampler
+from bandit.store.connection import masked_url
 from bandit.store.keyring import KeyringStore
 from bandit.store.redis_store import RedisStore
 from bandit.store.series import SeriesLayout
+from bandit.telemetry.metrics import ServiceMetrics
+from bandit.telemetry.tracing import tracer_from_environment
 from proxy.admission import ArmSlots
 from proxy.app import ProxyApp, error_answer
 from proxy.clients import make_upstream_client
@@ -73,6 +76,8 @@ class Parts:
     proxy: ProxyApp
     stats_cache: StatsCache
     feedback_intake: FeedbackIntake
+    # None when BANDIT_METRICS is false.
+    metrics: ServiceMetrics | None
 
 
 #: What a handler may name as a parameter, and the part each name is: one provider per dependency.
@@ -88,6 +93,7 @@ _PROVIDED: dict[str, Callable[[Parts], Any]] = {
     "stats_cache": lambda parts: parts.stats_cache,
     "stats_memo": lambda parts: parts.stats_cache.memo,
     "feedback_intake": lambda parts: parts.feedback_intake,
+    "service_metrics": lambda parts: parts.metrics,
 }
 
 
@@ -112,7 +118,7 @@ async def _shared_keyring(settings: Settings, keyring: KeyringStore) -> list[Sig
         except StoreUnavailable:
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(
-                    f"Redis at {_redacted(settings.redis_url)} did not answer within {REDIS_STARTUP_WAIT_S:.0f} s "
+                    f"Redis at {masked_url(settings.redis_url)} did not answer within {REDIS_STARTUP_WAIT_S:.0f} s "
                     "and BANDIT_SECRET is not set"
                 ) from None
             await asyncio.sleep(0.5)
@@ -162,14 +168,18 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     store = RedisStore.from_settings(settings, SeriesLayout(settings.series_bucket_s, settings.series_buckets))
     timeouts = Timeouts(connect_s=settings.upstream_connect_timeout_s, read_s=settings.upstream_timeout_s)
     client = make_upstream_client(settings.upstream_client, timeouts)
+    tracer = tracer_from_environment()
     try:
         use_shared_keyring = not settings.secret
         ring = await _shared_keyring(settings, store.keyring) if use_shared_keyring else _configured_keyring(settings)
         signer = DecisionSigner(ring)
         registry = SnapshotRegistry(store.experiments, np.random.default_rng(), settings.refresh_interval_s, timeouts)
-        recorder = DecisionRecorder(store.counters, settings.flush_interval_s, on_counted=registry.note_served)
+        metrics = ServiceMetrics() if settings.metrics else None
+        recorder = DecisionRecorder(
+            store.counters, settings.flush_interval_s, on_counted=registry.note_served, metrics=metrics
+        )
         health = ArmHealth()
-        mirror = ShadowMirror(client, recorder, health, queue_size=settings.shadow_queue_size)
+        mirror = ShadowMirror(client, recorder, health, queue_size=settings.shadow_queue_size, metrics=metrics)
         body_watch = WaitWatch()
         proxy = ProxyApp(
             registry,
@@ -183,6 +193,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             BufferBudget(settings.max_buffered_bytes),
             mirror=mirror,
             sticky=StickyAssignments(ttl_s=settings.sticky_ttl_s),
+            tracer=tracer,
         )
         # Stats are recomputed only when their inputs change, shared by the stats endpoint, every
         # watcher and the sampler; the dashboard reads them at most once per events interval.
@@ -194,7 +205,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         async def find_experiment(name: str) -> Experiment:
             return registry.experiment(name) or await experiments.get(name)
 
-        intake = FeedbackIntake(signer, store.counters, find_experiment, registry.note_rewarded)
+        intake = FeedbackIntake(signer, store.counters, find_experiment, registry.note_rewarded, metrics)
         with contextlib.suppress(StoreUnavailable):
             await registry.refresh_all()
         prober = HealthProber(health, interval_s=settings.probe_interval_s)
@@ -209,7 +220,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             background.append(asyncio.create_task(store.keyring.follow(signer)))
         async with running(registry):
             try:
-                yield Parts(settings, store, signer, registry, health, proxy, stats_cache, intake)
+                yield Parts(settings, store, signer, registry, health, proxy, stats_cache, intake, metrics)
             finally:
                 for task in background:
                     task.cancel()
@@ -219,6 +230,8 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
                 except StoreUnavailable:
                     log.error("Redis unavailable at shutdown: unflushed decision counts are lost")
     finally:
+        if tracer is not None:
+            tracer.shutdown()
         await client.close()
         await store.close()
 
@@ -240,7 +253,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             for name, part_of in _PROVIDED.items():
                 app.state[name] = part_of(parts)
             app.state.proxy = parts.proxy
-            log.info("mab %s ready, state in Redis at %s", __version__, _redacted(settings.redis_url))
+            log.info("mab %s ready, state in Redis at %s", __version__, masked_url(settings.redis_url))
             _log_feedback_access(settings)
             yield
 
@@ -330,10 +343,3 @@ def create_rsgi(settings: Settings | None = None) -> RsgiFrontDoor:
     """The service as `mab serve` runs it under granian (see RsgiFrontDoor)."""
     settings = settings or load_settings()
     return RsgiFrontDoor(create_app(settings), body_limits(settings))
-
-
-def _redacted(url: str) -> str:
-    """The Redis URL without its password, for the log."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host}" if at and credentials else url

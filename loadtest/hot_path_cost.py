@@ -6,14 +6,20 @@ Drives `ProxyApp` through ASGI in process, with an upstream client that answers 
 from memory: what is left is the service's own code per request (path checks, the one-pass
 headers, the snapshot's choice, health, the signed decision id, the relay, the recorder).
 Prints µs of CPU (`time.process_time`) per request for a static arm and for three arms under
-Thompson sampling. Beside `loadtest.proxy_bench`'s CPU per proxied request, it says how much
-of that is the service's code and how much the server and client around it.
+Thompson sampling, each with the Prometheus metrics off and on (issue 14; as under `mab serve`,
+their values go to prometheus-client's multiprocess files: the script re-runs itself with
+PROMETHEUS_MULTIPROC_DIR set to a temporary directory). Beside `loadtest.proxy_bench`'s CPU per
+proxied request, it says how much of that is the service's code and how much the server and
+client around it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
+import tempfile
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -32,6 +38,9 @@ from proxy.recorder import DecisionRecorder
 from proxy.request_body import BodyLimits, BufferBudget
 from proxy.snapshot import Snapshot
 from proxy.wait_watch import WaitWatch
+
+#: Set (by the re-run in `main`) before this process imported prometheus-client: metric values in files.
+_MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 
 ANSWER = b'{"model": "a", "prediction": 0.1234, "outcome": 0}'
 REQUEST = {"type": "http.request", "body": b'{"features": [0.12, 0.5, 0.93, 0.07]}', "more_body": False}
@@ -72,7 +81,7 @@ class _OneSnapshot:
         return self.snapshot
 
 
-def _proxy(policy: str) -> ProxyApp:
+def _proxy(policy: str, metrics: bool) -> ProxyApp:
     names = ["a"] if policy == "static" else ["a", "b", "c"]
     experiment = msgspec.convert(
         {
@@ -85,7 +94,10 @@ def _proxy(policy: str) -> ProxyApp:
     )
     counters = ArmCounters("i1", *[np.zeros(len(names)) for _ in range(12)])
     snapshot = Snapshot.build(experiment, counters, np.random.default_rng(1), Timeouts(2.0, 30.0))
-    recorder = DecisionRecorder(None, 1.0)  # type: ignore[arg-type]  # counts in memory, never flushed
+    from bandit.telemetry.metrics import ServiceMetrics
+
+    # Counts in memory, never flushed.
+    recorder = DecisionRecorder(None, 1.0, metrics=ServiceMetrics() if metrics else None)  # type: ignore[arg-type]
     return ProxyApp(
         _OneSnapshot(snapshot),  # type: ignore[arg-type]
         recorder,
@@ -99,8 +111,8 @@ def _proxy(policy: str) -> ProxyApp:
     )
 
 
-async def _cost(policy: str, requests: int) -> float:
-    proxy = _proxy(policy)
+async def _cost(policy: str, metrics: bool, requests: int) -> float:
+    proxy = _proxy(policy, metrics)
     scope: dict[str, Any] = {
         "type": "http",
         "method": "POST",
@@ -130,9 +142,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=50_000)
     args = parser.parse_args()
+    if not os.environ.get(_MULTIPROCESS):
+        # prometheus-client picks where values live when it is imported: run again with the directory set.
+        os.environ[_MULTIPROCESS] = tempfile.mkdtemp(prefix="mab-hot-path-metrics-")
+        os.execv(sys.executable, [sys.executable, "-m", "loadtest.hot_path_cost", *sys.argv[1:]])
     for policy in ("static", "thompson"):
-        cost = asyncio.run(_cost(policy, args.requests))
-        print(f"{policy:<9} {cost:6.1f} µs CPU per request in ProxyApp (no server, no client; one process)")
+        # Interleaved, twice each: the difference is the metrics' cost, the spread the noise.
+        costs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(2):
+            for metrics in (False, True):
+                costs[metrics].append(asyncio.run(_cost(policy, metrics, args.requests)))
+        off, on = min(costs[False]), min(costs[True])
+        print(
+            f"{policy:<9} metrics off {off:6.1f}  on {on:6.1f} µs CPU per request in ProxyApp"
+            f" (+{on - off:.1f} µs; best of 2 each; no server, no client; one process)"
+        )
 
 
 if __name__ == "__main__":

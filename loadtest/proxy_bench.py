@@ -16,7 +16,10 @@ the end by one simulated model server (``loadtest.model_server``):
   missing), the other server candidates;
 - ``service1-thompson``, ``service2-thompson``: three arms under Thompson sampling, with
   feedback posted for a share of the decisions (``--feedback-share``) by the same wrk
-  connections, as a client reporting its outcomes would.
+  connections, as a client reporting its outcomes would;
+- any service target with ``-nometrics`` (``service1-nometrics``): the same with
+  ``BANDIT_METRICS=false``, so what the Prometheus counters cost per request is the difference
+  (issue 14: at most 5 %).
 
 ``--servers`` and ``--clients`` run each service target under every server layer
 (``BANDIT_SERVER``) and upstream client (``BANDIT_UPSTREAM_CLIENT``) named.
@@ -162,6 +165,8 @@ class Target:
     policy: str = "static"
     server: str = ""
     client: str = ""
+    # False: BANDIT_METRICS=false, what /metrics costs per request is the difference (issue 14).
+    metrics: bool = True
 
     @property
     def learning(self) -> bool:
@@ -177,7 +182,8 @@ class Target:
         if self.kind == "floor":
             return f"floor proxy, {self.server} (1 process)"
         arms = "1 arm static" if self.policy == "static" else f"{len(THOMPSON_ARMS)} arms thompson"
-        return f"mab {self.server}/{self.client}, {self.workers}w, {arms}"
+        metrics = "" if self.metrics else ", metrics off"
+        return f"mab {self.server}/{self.client}, {self.workers}w, {arms}{metrics}"
 
 
 @dataclass(frozen=True)
@@ -235,17 +241,17 @@ def parse_targets(text: str, servers: list[str], clients: list[str]) -> list[Tar
             targets += [Target(f"nginx{n}", "nginx", n) for n in ([int(match[1])] if match[1] else [1, 2])]
         elif match := re.fullmatch(r"floor-(uvicorn|uvicorn-h11|granian|granian-asgi|hypercorn)", key):
             targets.append(Target(key, "floor", server=match[1]))
-        elif match := re.fullmatch(r"service(\d+)(-thompson)?", key):
+        elif match := re.fullmatch(r"service(\d+)(-thompson)?(-nometrics)?", key):
             policy = "thompson" if match[2] else "static"
             targets += [
-                Target(f"{key}-{server}-{client}", "service", int(match[1]), policy, server, client)
+                Target(f"{key}-{server}-{client}", "service", int(match[1]), policy, server, client, not match[3])
                 for server in servers
                 for client in clients
             ]
         else:
             raise SystemExit(
                 f"unknown target {key!r}: use direct, nginx, nginxN, floor-SERVER ({', '.join(FLOOR_COMMANDS)}),"
-                " serviceN or serviceN-thompson"
+                " serviceN or serviceN-thompson, either with -nometrics"
             )
     return targets
 
@@ -380,6 +386,7 @@ def service(target: Target, urls: dict[str, str], redis_url: str, log: Path) -> 
         "BANDIT_SERVER": target.server,
         "BANDIT_UPSTREAM_CLIENT": target.client,
         "BANDIT_LOG_LEVEL": "warning",
+        "BANDIT_METRICS": "true" if target.metrics else "false",
     }
     process = spawn([sys.executable, "-m", "bandit", "serve"], log=log, env=env)
     base = f"http://127.0.0.1:{port}"

@@ -60,7 +60,7 @@ async def measure(url: str, cluster: bool, count: int, rounds: int) -> dict[str,
 
         async def flush_one_each() -> None:
             for name, incarnation in incarnations.items():
-                recorder.record(name, incarnation, "v0", 3.0, False)
+                recorder.record(name, incarnation, "v0", 3.0, None)
             await recorder.flush()
 
         figures = {"refresh, every experiment (each poll, before)": await _timed(rounds, registry.refresh_all)}

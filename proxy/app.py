@@ -15,11 +15,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from bandit.core.decision_ids import DecisionSigner
+from bandit.telemetry.tracing import InvokeTracer
 from proxy.admission import ArmSlots
 from proxy.clients.base import Headers, UpstreamClient, UpstreamResponse
 from proxy.exceptions import BadTarget, BodyTimeout, BodyTooLarge, ClientDisconnected, UpstreamError, UpstreamTimeout
@@ -34,10 +35,15 @@ from proxy.sticky import StickyAssignments
 from proxy.target import parse_invoke_path, upstream_target
 from proxy.wait_watch import WaitTimedOut, WaitWatch
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
 log = logging.getLogger("mab.proxy")
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _encode = msgspec.json.Encoder().encode
+#: The failure kind of an answer with a 5xx status (the others are UpstreamError.kind).
+HTTP_5XX = "http_5xx"
 
 
 class Responder(Protocol):
@@ -76,6 +82,30 @@ class AsgiResponder:
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+class _StatusSeen:
+    """A `Responder` that notes the status it answered with (for the request's span)."""
+
+    __slots__ = ("_inner", "status")
+
+    def __init__(self, inner: Responder) -> None:
+        self._inner = inner
+        self.status: int | None = None
+
+    async def whole(self, status: int, headers: Headers, body: bytes) -> None:
+        self.status = status
+        await self._inner.whole(status, headers, body)
+
+    async def start(self, status: int, headers: Headers) -> None:
+        self.status = status
+        await self._inner.start(status, headers)
+
+    async def chunk(self, data: bytes) -> None:
+        await self._inner.chunk(data)
+
+    async def end(self) -> None:
+        await self._inner.end()
+
+
 class ProxyApp:
     """The ASGI callable behind /invoke, and the forwarding both front ends share."""
 
@@ -92,6 +122,7 @@ class ProxyApp:
         budget: BufferBudget,
         mirror: ShadowMirror | None = None,
         sticky: StickyAssignments | None = None,
+        tracer: InvokeTracer | None = None,
     ) -> None:
         self.registry = registry
         self.recorder = recorder
@@ -105,6 +136,8 @@ class ProxyApp:
         self.budget = budget
         self.mirror = mirror
         self.sticky = sticky or StickyAssignments()
+        # None unless OpenTelemetry export is configured (bandit/telemetry/tracing.py).
+        self.tracer = tracer
         self._too_large = f"request body exceeds the limit of {limits.max_bytes} bytes (BANDIT_MAX_BODY_BYTES)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,8 +199,17 @@ class ProxyApp:
         if isinstance(body, StreamedBody) and raw_length is not None:
             # Streamed on with the length the client declared, so the upstream needs no chunked decoding.
             headers = [*headers, (b"content-length", raw_length)]
+        tracer = self.tracer
         try:
-            await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body)
+            if tracer is None:
+                await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body, None)
+                return
+            span, headers = tracer.start(name, method, headers)
+            seen = _StatusSeen(responder)
+            try:
+                await self._try_arms(seen, method, snapshot, incoming.unit, target, headers, body, span)
+            finally:
+                tracer.finish(span, seen.status)
         finally:
             self.budget.release(body)
 
@@ -188,6 +230,7 @@ class ProxyApp:
         target: str,
         headers: Headers,
         body: bytes | StreamedBody,
+        span: Span | None,
     ) -> None:
         experiment = snapshot.experiment
         name = experiment.name
@@ -222,14 +265,27 @@ class ProxyApp:
                     if not isinstance(fault, ClientDisconnected):
                         await self._client_fault(responder, fault)
                     return
-                self.recorder.record(name, experiment.incarnation, arm.name, None, error=True)
+                self.recorder.record(name, experiment.incarnation, arm.name, None, error.kind)
                 self.health.observe(key, failed=True, connection_failed=error.retryable)
-                log.warning("arm %s of %s failed: %s: %s", arm.name, name, type(error).__name__, error)
+                log.warning(
+                    "arm %s of %s failed: %s: %s",
+                    arm.name,
+                    name,
+                    type(error).__name__,
+                    error,
+                    extra={"experiment": name, "arm": arm.name},
+                )
                 # Nothing reached the upstream and the body can be sent again: one more try elsewhere.
                 replayable = not (isinstance(body, StreamedBody) and body.started)
                 alternative = snapshot.choose_other(index, is_healthy)
                 if attempt == 1 and error.retryable and replayable and alternative is not None:
-                    log.info("request to %s retried on arm %s", name, snapshot.routes[alternative].name)
+                    retried_on = snapshot.routes[alternative].name
+                    log.info(
+                        "request to %s retried on arm %s",
+                        name,
+                        retried_on,
+                        extra={"experiment": name, "arm": retried_on},
+                    )
                     index = alternative
                     continue
                 await error_answer(
@@ -247,6 +303,8 @@ class ProxyApp:
             # Time to the upstream's response headers: what a latency penalty charges the arm for.
             latency_us = int((time.perf_counter() - started) * 1e6)
             decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
+            if span is not None:
+                InvokeTracer.decided(span, arm.name, decision)
             if snapshot.shadows and isinstance(body, bytes):
                 self._mirror(snapshot, method, target, headers, body)
             await self._relay(responder, response, snapshot, arm, key, decision, started)
@@ -287,7 +345,7 @@ class ProxyApp:
             (b"x-bandit-arm", arm.header_value),
             (b"x-bandit-decision", decision.encode()),
         )
-        failed = response.status >= 500
+        failure = HTTP_5XX if response.status >= 500 else None
         chunks = response.body()
         length = answer.content_length
         answering = False
@@ -309,8 +367,14 @@ class ProxyApp:
                     await self._write(responder, chunk)
                 await responder.end()
         except UpstreamError as error:
-            failed = True
-            log.warning("arm %s of %s broke off its response: %s", arm.name, experiment.name, error)
+            failure = error.kind
+            log.warning(
+                "arm %s of %s broke off its response: %s",
+                arm.name,
+                experiment.name,
+                error,
+                extra={"experiment": experiment.name, "arm": arm.name},
+            )
             if not answering:
                 # Nothing sent yet: the client gets the failure as an answer of its own.
                 detail = f"arm {arm.name!r}: {error.message}"
@@ -322,8 +386,8 @@ class ProxyApp:
         finally:
             await response.close()
             latency_ms = (time.perf_counter() - started) * 1000.0
-            self.recorder.record(experiment.name, experiment.incarnation, arm.name, latency_ms, error=failed)
-            self.health.observe(key, failed=failed)
+            self.recorder.record(experiment.name, experiment.incarnation, arm.name, latency_ms, failure)
+            self.health.observe(key, failed=failure is not None)
 
     async def _write(self, responder: Responder, chunk: bytes) -> None:
         """One chunk of a streamed answer. A client that stops reading for longer than the body

@@ -27,6 +27,8 @@ class UpstreamError(Exception):
     status_code = 502
     message = "upstream failed"
     retryable = False
+    # The `kind` label of mab_upstream_errors_total.
+    kind = "failed"
 
     def __str__(self) -> str:
         # Client libraries quote the upstream URL in their messages, and a caller's query may
@@ -37,21 +39,25 @@ class UpstreamError(Exception):
 class UpstreamUnreachable(UpstreamError):
     status_code = 502
     message = "upstream is unreachable"
+    kind = "reset"
 
 
 class UpstreamConnectFailed(UpstreamUnreachable):
     message = "upstream refused the connection"
     retryable = True
+    kind = "connect"
 
 
 class UpstreamTimeout(UpstreamError):
     status_code = 504
     message = "upstream timed out"
+    kind = "timeout"
 
 
 class UpstreamConnectTimeout(UpstreamTimeout):
     message = "upstream did not accept the connection in time"
     retryable = True
+    kind = "connect_timeout"
 
 
 class BadTarget(ValueError):

@@ -234,10 +234,12 @@ class ArmHealth:
             self._probe_passes[url] = self._probe_passes.get(url, 0) + 1
             if url in self._failing_probes:
                 self._failing_probes.discard(url)
-                log.info("upstream %s passed its health probe again", url)
+                log.info("upstream %s passed its health probe again", url, extra={"upstream": url})
         elif url not in self._failing_probes:
             self._failing_probes.add(url)
-            log.warning("upstream %s failed its health probe: ejected for every experiment", url)
+            log.warning(
+                "upstream %s failed its health probe: ejected for every experiment", url, extra={"upstream": url}
+            )
 
     def is_healthy(self, key: HealthKey) -> bool:
         """May `key` take a request now (on probation: only while no trial is in flight)?"""
@@ -264,7 +266,12 @@ class ArmHealth:
     def _standing(self, key: HealthKey, record: _Record, now: float) -> HealthState:
         """Where a tripped record stands by its back-off, readmitting it if a probe disproved it."""
         if not record.answered_badly and self._probe_passes.get(key[1], 0) > record.probe_passes_at_ejection:
-            log.info("upstream %s of %s passed its health probe: readmitted", key[1], key[0])
+            log.info(
+                "upstream %s of %s passed its health probe: readmitted",
+                key[1],
+                key[0],
+                extra={"experiment": key[0], "upstream": key[1]},
+            )
             del self._records[key]
             return "healthy"
         return "ejected" if now < record.ejected_until else "probation"
@@ -282,7 +289,9 @@ class ArmHealth:
         if failed:
             self._eject(key, record, now, "failed on probation")
         else:
-            log.info("upstream %s of %s healthy again", key[1], key[0])
+            log.info(
+                "upstream %s of %s healthy again", key[1], key[0], extra={"experiment": key[0], "upstream": key[1]}
+            )
             del self._records[key]
 
     def _eject(self, key: HealthKey, record: _Record, now: float, reason: str) -> None:
@@ -291,7 +300,14 @@ class ArmHealth:
         record.ejected_until = now + record.backoff_s
         record.tripped = True
         record.probe_passes_at_ejection = self._probe_passes.get(key[1], 0)
-        log.warning("upstream %s of %s ejected for %.0f s: %s", key[1], key[0], record.backoff_s, reason)
+        log.warning(
+            "upstream %s of %s ejected for %.0f s: %s",
+            key[1],
+            key[0],
+            record.backoff_s,
+            reason,
+            extra={"experiment": key[0], "upstream": key[1]},
+        )
 
     def _track(self, key: HealthKey, now: float) -> _Record:
         """A fresh record for `key`, the oldest dropped if there are too many."""

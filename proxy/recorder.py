@@ -14,6 +14,7 @@ from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import bucket_of
 from bandit.store import keys
 from bandit.store.counters import CounterStore, DecisionBatch, DecisionFlush
+from bandit.telemetry.metrics import ServiceMetrics
 
 log = logging.getLogger("mab.proxy.recorder")
 
@@ -68,8 +69,11 @@ class DecisionRecorder:
         counters: CounterStore,
         flush_interval_s: float,
         on_counted: Callable[[Collection[str]], None] | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._counters = counters
+        # The same counts, as this process's Prometheus metrics (None: BANDIT_METRICS=false).
+        self._metrics = metrics
         self.flush_interval_s = flush_interval_s
         # Told the experiments that served requests since the last flush (the registry keeps those fresh).
         self._on_counted = on_counted
@@ -79,12 +83,17 @@ class DecisionRecorder:
         self._sequence = itertools.count(1)
         self.dropped_decisions = 0
 
-    def record(self, experiment: str, incarnation: str, arm: str, latency_ms: float | None, error: bool) -> None:
-        """Count one forwarded request (hot path: dictionary updates only)."""
+    def record(
+        self, experiment: str, incarnation: str, arm: str, latency_ms: float | None, failure: str | None
+    ) -> None:
+        """Count one forwarded request, answered (`failure` None) or failed (`failure`: its kind,
+        see bandit.telemetry.metrics.ERROR_KINDS); the hot path: dictionary updates only."""
         pending = self._pending.get((experiment, incarnation))
         if pending is None:
             pending = self._pending[(experiment, incarnation)] = _Pending()
-        if error:
+        if self._metrics is not None:
+            self._metrics.served(experiment, arm, None if latency_ms is None else latency_ms / 1000.0, failure)
+        if failure is not None:
             pending.errors[arm] += 1
         else:
             pending.decisions[arm] += 1
@@ -97,6 +106,8 @@ class DecisionRecorder:
         if pending is None:
             pending = self._pending[(experiment, incarnation)] = _Pending()
         pending.mirror_dropped[arm] += 1
+        if self._metrics is not None:
+            self._metrics.shadow(experiment, arm, "dropped")
 
     async def flush(self) -> None:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""

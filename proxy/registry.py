@@ -66,6 +66,8 @@ class SnapshotRegistry:
         self._read_at: dict[str, float] = {}
         # The record each experiment last failed to build from, so each failure is logged once.
         self._failed: dict[str, bytes | None] = {}
+        # When each snapshot was last confirmed by a read from Redis (built, or found unchanged).
+        self._confirmed_at: dict[str, float] = {}
         self.last_refresh = 0.0
 
     def get(self, name: str) -> Snapshot | None:
@@ -81,6 +83,11 @@ class SnapshotRegistry:
 
     def forget(self, name: str) -> None:
         self.snapshots.pop(name, None)
+        self._confirmed_at.pop(name, None)
+
+    def snapshot_ages(self) -> dict[str, float]:
+        now = time.monotonic()
+        return {name: now - self._confirmed_at.get(name, now) for name in list(self.snapshots)}
 
     async def load(self, name: str) -> Snapshot | None:
         """Snapshot of an experiment this process has not seen yet, asking Redis at most once a second."""
@@ -143,6 +150,7 @@ class SnapshotRegistry:
         records = await self._experiments.routing_records(due)
         for gone in set(self.snapshots) - set(names):
             del self.snapshots[gone]
+            self._confirmed_at.pop(gone, None)
         for forgotten in set(self._read_at) - set(names):
             self._read_at.pop(forgotten, None)
             self._served_at.pop(forgotten, None)
@@ -168,9 +176,17 @@ class SnapshotRegistry:
             # Once per bad record, not at every refresh: the same record fails the same way.
             if self._failed.get(record.name) != record.config:
                 self._failed[record.name] = record.config
-                log.exception("snapshot of experiment %r could not be rebuilt; keeping the last one", record.name)
+                log.exception(
+                    "snapshot of experiment %r could not be rebuilt; keeping the last one",
+                    record.name,
+                    extra={"experiment": record.name},
+                )
         else:
             self._failed.pop(record.name, None)
+            if record.config is None:
+                self._confirmed_at.pop(record.name, None)
+            else:
+                self._confirmed_at[record.name] = time.monotonic()
 
     def _build(self, record: RoutingRecord) -> None:
         name = record.name

@@ -14,6 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from bandit.telemetry.metrics import ServiceMetrics
 from proxy.clients.base import Headers, Origin, Timeouts, UpstreamClient
 from proxy.exceptions import UpstreamError
 from proxy.health import ArmHealth
@@ -46,8 +47,10 @@ class ShadowMirror:
         health: ArmHealth,
         queue_size: int = 1024,
         workers: int = 16,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.client = client
+        self.metrics = metrics
         self.recorder = recorder
         self.health = health
         self.workers = workers
@@ -71,7 +74,8 @@ class ShadowMirror:
 
     async def _send(self, request: MirroredRequest) -> None:
         started = time.perf_counter()
-        failed = connection_failed = False
+        failure: str | None = None
+        connection_failed = False
         try:
             response = await self.client.send(
                 request.method, request.origin, request.target, request.headers, request.body, request.timeouts
@@ -79,16 +83,27 @@ class ShadowMirror:
             try:
                 async for _ in response.body():
                     pass  # read to the end so the connection can be reused; the answer is discarded
-                failed = response.status >= 500
+                if response.status >= 500:
+                    failure = "http_5xx"
             finally:
                 await response.close()
         except UpstreamError as error:
-            failed, connection_failed = True, error.retryable
-            log.debug("shadow arm %s of %s failed: %s", request.arm, request.experiment, error)
+            failure, connection_failed = error.kind, error.retryable
+            log.debug(
+                "shadow arm %s of %s failed: %s",
+                request.arm,
+                request.experiment,
+                error,
+                extra={"experiment": request.experiment, "arm": request.arm},
+            )
         latency_ms = (time.perf_counter() - started) * 1000.0
         self.sent += 1
-        self.recorder.record(request.experiment, request.incarnation, request.arm, latency_ms, error=failed)
-        self.health.observe((request.experiment, request.url), failed=failed, connection_failed=connection_failed)
+        self.recorder.record(request.experiment, request.incarnation, request.arm, latency_ms, failure)
+        if self.metrics is not None:
+            self.metrics.shadow(request.experiment, request.arm, "sent" if failure is None else "failed")
+        self.health.observe(
+            (request.experiment, request.url), failed=failure is not None, connection_failed=connection_failed
+        )
 
     async def _work(self) -> None:
         while True:

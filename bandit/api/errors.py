@@ -140,7 +140,9 @@ def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Respo
     refusal = _undecodable_body(error)
     if refusal is not None:
         return _json(422, refusal)
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    name = request.path_params.get("name")  # the experiment a management route is about, if any
+    fields = {"experiment": name} if isinstance(name, str) else None
+    log.exception("unhandled error on %s %s", request.method, request.url.path, extra=fields)
     return _json(500, "internal error; see the service log")
 
 

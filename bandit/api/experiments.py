@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,15 @@ from bandit.core.payloads import ExperimentStats
 from bandit.core.ports import Routing
 from bandit.core.settings import Settings
 from bandit.store.experiments import ExperimentStore
+
+#: One INFO line per change of an experiment: the log records what changed, and when.
+log = logging.getLogger("mab.api")
+
+
+def log_change(name: str, change: str, arm: str | None = None) -> None:
+    """`experiment <name> <change>`, with the experiment (and the arm it concerns) as fields."""
+    fields = {"experiment": name} if arm is None else {"experiment": name, "arm": arm}
+    log.info("experiment %s %s", name, change, extra=fields)
 
 
 def _revalidated(current: Experiment, changes: dict[str, Any]) -> Experiment:
@@ -52,6 +62,13 @@ def _promotion(experiment: Experiment, arm_name: str | None) -> Experiment:
     return msgspec.structs.replace(experiment, status="promoted", promoted_arm=arm_name)
 
 
+def _promoted_arm(experiment: Experiment) -> str | None:
+    """The arm a promotion sent all traffic to: pinned, or holding all of a static split's weight."""
+    weights = experiment.static_weights()
+    whole = (arm.name for arm, weight in zip(experiment.arms, weights, strict=True) if weight == 1.0)
+    return experiment.pinned_arm() or next(whole, None)
+
+
 class ExperimentsController(Controller):
     """Behind the admin token: the app mounts it under the admin guard (bandit/api/routes.py)."""
 
@@ -65,6 +82,8 @@ class ExperimentsController(Controller):
         """Create an experiment; it takes traffic at once on this replica, within a second on others."""
         experiment = await experiments.create(data, max_experiments=settings.max_experiments)
         await routing.refresh(data.name)
+        arms = f"{len(data.arms)} arm" + ("s" if len(data.arms) > 1 else "")
+        log_change(data.name, f"created: {arms}, policy {data.policy.__struct_config__.tag}")
         return experiment
 
     @get("/")
@@ -92,24 +111,32 @@ class ExperimentsController(Controller):
                 changed = msgspec.structs.replace(changed, status="running", promoted_arm=None)
             return changed
 
-        return await _update(experiments, routing, name, apply)
+        updated = await _update(experiments, routing, name, apply)
+        log_change(name, f"updated: {', '.join(changes) or 'nothing'} replaced")
+        return updated
 
     @delete("/{name:str}", status_code=204)
     async def remove(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> None:
         await experiments.delete(name)
         routing.forget(name)
+        log_change(name, "deleted")
 
     @post("/{name:str}/pause", status_code=200)
     async def pause(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Send all traffic to the control (first serving) arm until resumed."""
-        return await _update(experiments, routing, name, lambda e: msgspec.structs.replace(e, status="paused"))
+        paused = await _update(experiments, routing, name, lambda e: msgspec.structs.replace(e, status="paused"))
+        control = paused.pinned_arm()
+        log_change(name, f"paused: all traffic to {control}", arm=control)
+        return paused
 
     @post("/{name:str}/resume", status_code=200)
     async def resume(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Hand routing back to the policy."""
-        return await _update(
+        resumed = await _update(
             experiments, routing, name, lambda e: msgspec.structs.replace(e, status="running", promoted_arm=None)
         )
+        log_change(name, "resumed: the policy routes again")
+        return resumed
 
     @post("/{name:str}/promote", status_code=200)
     async def promote(
@@ -121,12 +148,17 @@ class ExperimentsController(Controller):
     ) -> Experiment:
         """Send all traffic to one arm (for a static split: move all weight to it)."""
         arm = data.arm if data is not None else None
-        return await _update(experiments, routing, name, lambda e: _promotion(e, arm))
+        promoted = await _update(experiments, routing, name, lambda e: _promotion(e, arm))
+        chosen = _promoted_arm(promoted)
+        log_change(name, f"promoted: all traffic to {chosen}", arm=chosen)
+        return promoted
 
     @post("/{name:str}/reset", status_code=200)
     async def reset(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Forget all statistics; feedback for earlier decisions is refused from now on."""
-        return await _update(experiments, routing, name, lambda e: e, reset_statistics=True)
+        reset = await _update(experiments, routing, name, lambda e: e, reset_statistics=True)
+        log_change(name, f"reset: statistics forgotten, incarnation {reset.incarnation}")
+        return reset
 
     @get("/{name:str}/stats")
     async def stats(self, name: ExperimentName, stats_memo: StatsMemo) -> ExperimentStats:

@@ -12,6 +12,7 @@ from bandit.core.payloads import FeedbackItem, FeedbackResult, RejectedItem
 from bandit.core.policy_adapter import observation_rules, reward_scale
 from bandit.store import keys
 from bandit.store.counters import CounterStore, FeedbackRecord
+from bandit.telemetry.metrics import ServiceMetrics
 
 #: Seen-markers and rewarded bitmaps outlive the window a little, so a duplicate is never counted on a clock edge.
 MARKER_GRACE_S = 60
@@ -53,11 +54,12 @@ async def ingest(
     counters: CounterStore,
     find_experiment: Callable[[str], Awaitable[Experiment]],
     on_counted: Callable[[str], None] | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> FeedbackResult:
     """Count a batch of rewards; every item ends up accepted, duplicate or rejected with a reason.
 
     Each experiment named in the batch is looked up once. `on_counted(experiment)` is called for
-    each experiment that gained at least one reward.
+    each experiment that gained at least one reward. `metrics` counts every item's outcome.
     """
     rejected: list[RejectedItem] = []
     now_ms = time.time_ns() // 1_000_000
@@ -70,6 +72,9 @@ async def ingest(
             decision = verify(item.decision)
         except MabError as error:
             rejected.append(RejectedItem(index=index, status=error.status_code, reason=error.detail))
+            if metrics is not None:
+                # Not signed by us: its experiment name is the sender's, never a label.
+                metrics.feedback("", "rejected")
             continue
         experiment, arm, incarnation, issued_ms, nonce, latency_us, issuer, sequence = decision
         rules = found.get(experiment)
@@ -91,6 +96,8 @@ async def ingest(
             refusal = _refusal(decision, reward, rules, now_ms)
             if refusal is not None:
                 rejected.append(RejectedItem(index=index, status=refusal.status_code, reason=refusal.detail))
+                if metrics is not None:
+                    metrics.feedback(experiment, "stale" if refusal.status_code == 410 else "rejected")
                 continue
         assert not isinstance(rules, MabError)  # _refusal refuses every item of an experiment not found
         if rules.penalty > 0:
@@ -120,14 +127,26 @@ async def ingest(
         codes = await counters.record_feedback(experiment, incarnation, records, observation_rules(rules.experiment))
         if on_counted is not None and 1 in codes:
             on_counted(experiment)
-        for index, code in zip(indices, codes, strict=True):
+        counted = {"accepted": 0, "duplicate": 0, "rejected": 0, "stale": 0}
+        reward_sums: dict[str, float] = {}
+        for index, code, record in zip(indices, codes, records, strict=True):
             if code == 1:
                 accepted += 1
+                counted["accepted"] += 1
+                reward_sums[record.arm] = reward_sums.get(record.arm, 0.0) + record.reward
             elif code == 0:
                 duplicate += 1
+                counted["duplicate"] += 1
             else:
                 status, reason = _OUTCOMES[code]
                 rejected.append(RejectedItem(index=index, status=status, reason=reason))
+                counted["stale" if status == 410 else "rejected"] += 1
+        if metrics is not None:
+            for outcome, count in counted.items():
+                if count:
+                    metrics.feedback(experiment, outcome, count)
+            for arm_name, total in reward_sums.items():
+                metrics.rewarded(experiment, arm_name, total)
     rejected.sort(key=lambda item: item.index)
     return FeedbackResult(accepted=accepted, duplicate=duplicate, rejected=len(rejected), errors=rejected)
 
@@ -165,11 +184,13 @@ class FeedbackIntake:
         counters: CounterStore,
         find_experiment: Callable[[str], Awaitable[Experiment]],
         on_counted: Callable[[str], None] | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._signer = signer
         self._counters = counters
         self._find_experiment = find_experiment
         self._on_counted = on_counted
+        self._metrics = metrics
 
     async def ingest(self, items: list[FeedbackItem]) -> FeedbackResult:
-        return await ingest(items, self._signer, self._counters, self._find_experiment, self._on_counted)
+        return await ingest(items, self._signer, self._counters, self._find_experiment, self._on_counted, self._metrics)

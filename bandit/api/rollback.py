@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import post
 
+from bandit.api.experiments import log_change
 from bandit.api.parameters import ExperimentName
 from bandit.core.models import Experiment
 from bandit.core.ports import Routing
@@ -18,4 +19,5 @@ async def rollback(name: ExperimentName, experiments: ExperimentStore, routing: 
     """
     experiment = await experiments.rollback(name)
     await routing.refresh(name)
+    log_change(name, f"rolled back: the settings before its last change restored, as version {experiment.version}")
     return experiment

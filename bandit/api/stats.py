@@ -94,7 +94,8 @@ class StatsMemo:
                 except ExperimentNotFound:
                     continue  # deleted between the listing and the read
                 except UnreadableExperiment as error:
-                    log.warning("%s", error.detail)  # the others stay readable; this one can be deleted
+                    # The others stay readable; this one can be deleted.
+                    log.warning("%s", error.detail, extra={"experiment": inputs.name})
         return {name: found[name] for name in names if name in found}
 
     async def current_of(self, experiments: Sequence[Experiment], max_age_s: float = 0.0) -> dict[str, Computed]:

@@ -1,4 +1,6 @@
-"""The command line: `mab serve`, `mab demo`, `mab rotate-secret`, and the local Redis they may start."""
+"""The command line: `mab serve`, `mab demo`, `mab rotate-secret`, the management verbs over a
+running service (`mab apply -f experiments.toml`, `list`, `get`, `stats`, `pause` …: `manage.py`,
+with the TOML files read by `manifest.py` and diffed by `plan.py`), and the local Redis they may start."""
 
 from __future__ import annotations
 

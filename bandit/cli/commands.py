@@ -1,4 +1,4 @@
-"""`mab serve`, `mab demo` and `mab rotate-secret`."""
+"""`mab serve`, `mab demo`, `mab rotate-secret`, and the management verbs of `bandit.cli.manage`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from bandit.cli import manage
 from bandit.cli.local_redis import answers, start_redis
 from bandit.core.settings import Settings, SettingsError, load_settings
 
@@ -37,6 +38,7 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh-interval", type=float, dest="refresh_interval_s", help="seconds between snapshots")
     parser.add_argument("--flush-interval", type=float, dest="flush_interval_s", help="seconds between flushes")
     parser.add_argument("--log-level", help="debug, info, warning (BANDIT_LOG_LEVEL)")
+    parser.add_argument("--log-format", help="text, or json: a JSON object per line (BANDIT_LOG_FORMAT, default text)")
 
 
 def _rotate_secret_parser(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +89,12 @@ def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mab", description="Multi-armed-bandit experimentation proxy")
+    parser = argparse.ArgumentParser(
+        prog="mab",
+        description="Multi-armed-bandit experimentation proxy",
+        epilog=manage.VERBS_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands.add_parser("serve", help="run the service"))
     demo = commands.add_parser("demo", help="Redis, three simulated model versions, the service and traffic")
@@ -95,8 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--rate", type=float, default=300.0, help="requests per second of simulated traffic")
     _rotate_secret_parser(commands.add_parser("rotate-secret", help="rotate the decision-id key shared through Redis"))
+    manage.add_commands(commands)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in manage.COMMANDS:  # a client of a running service: no logging set-up, no Redis
+        sys.exit(manage.run(args))
+    from bandit.cli.log_format import configure_logging
+
+    configure_logging()  # text at INFO until the settings are read
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the demo
 
     if args.command == "demo":
@@ -110,5 +122,5 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(overrides)
     except SettingsError as error:
         parser.error(str(error))
-    logging.getLogger().setLevel(settings.log_level.upper())
+    configure_logging(settings)  # its format and level, for this process and every worker
     serve(settings)

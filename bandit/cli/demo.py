@@ -2,7 +2,8 @@
 
 Starts Redis if none answers, three simulated model versions with hidden reward
 rates, the service, and clients that invoke and report outcomes; then prints the
-experiment's stats every few seconds.
+experiment's stats every few seconds. The experiment comes from `demo.toml` beside this
+module, an experiments file as `mab apply` reads them.
 """
 
 from __future__ import annotations
@@ -15,16 +16,31 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from importlib.resources import files
+from typing import Any
 
 import httpx
+import msgspec
 
 from bandit.cli.local_redis import answers, free_port, start_redis
+from bandit.cli.manifest import parse_manifest
+from bandit.cli.plan import normalised
+from bandit.client import ApiError, Client
 
 EXPERIMENT = "demo"
+#: The experiment, as an experiments file (package data, so an installed `mab demo` has it too).
+MANIFEST = "demo.toml"
 # Hidden reward rates: the bandit should find v3 without being told.
 MODELS = {"v1-baseline": 0.04, "v2-distilled": 0.05, "v3-retrained": 0.07}
-#: A candidate that gets a copy of a quarter of the traffic and serves none of it.
+#: The shadow candidate of demo.toml (a copy of a quarter of the traffic, serving none).
 SHADOW = {"v4-quantised": 0.06}
+
+
+def demo_experiment(urls: dict[str, str]) -> dict[str, Any]:
+    """demo.toml's experiment, each arm's url replaced by where its simulated server listens."""
+    spec = parse_manifest(files("bandit.cli").joinpath(MANIFEST).read_bytes(), MANIFEST).experiments[EXPERIMENT]
+    arms = [msgspec.structs.replace(arm, url=urls[arm.name]) for arm in spec.arms]
+    return normalised(msgspec.structs.replace(spec, arms=arms))
 
 
 def _spawn(stack: ExitStack, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -93,24 +109,13 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
             env={"BANDIT_ADMIN_TOKEN": token, "BANDIT_FEEDBACK_TOKEN": feedback_token},
         )
         _wait_ready(base)
-        admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
-        stack.callback(admin.close)
-        admin.delete(f"/api/experiments/{EXPERIMENT}")
-        created = admin.post(
-            "/api/experiments",
-            json={
-                "name": EXPERIMENT,
-                "arms": [
-                    {"name": name, "url": url}
-                    if name not in SHADOW
-                    else {"name": name, "url": url, "shadow": True, "mirror_percent": 25}
-                    for name, url in urls.items()
-                ],
-                "policy": {"kind": "thompson"},
-                "reward": {"mode": "explicit", "window_s": 3600},
-            },
-        )
-        created.raise_for_status()
+        admin = stack.enter_context(Client(base, token=token))
+        try:  # one left by an earlier run starts afresh
+            admin.delete_experiment(EXPERIMENT)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        admin.create_experiment(demo_experiment(urls))
         traffic = ["-m", "loadtest.traffic", "--url", base, "--experiment", EXPERIMENT, "--rate", str(rate_per_s)]
         traffic += ["--duration", str(duration_s)] if duration_s else ["--duration", str(10 * 365 * 86400)]
         _spawn(stack, traffic, env={"BANDIT_FEEDBACK_TOKEN": feedback_token})
@@ -119,7 +124,7 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
             f"and {', '.join(SHADOW)} in the shadow\n"
             f"  dashboard:  {base}/dashboard/{EXPERIMENT}   (controls want the admin token: {token})\n"
             f"  invoke:     curl -i -X POST {base}/invoke/{EXPERIMENT}/predict -d '{{}}'\n"
-            f"  stats:      curl -H 'Authorization: Bearer {token}' {base}/api/experiments/{EXPERIMENT}/stats\n"
+            f"  stats:      mab stats {EXPERIMENT} --url {base} --token {token}\n"
             f"  API schema: {base}/schema\n"
             "Ctrl-C stops everything.",
             flush=True,
@@ -129,14 +134,14 @@ def run_demo(port: int = 8000, duration_s: float | None = None, rate_per_s: floa
         try:
             while duration_s is None or time.monotonic() - started < duration_s:
                 time.sleep(min(5.0, max(0.5, (duration_s or 5.0) - (time.monotonic() - started))))
-                stats = admin.get(f"/api/experiments/{EXPERIMENT}/stats").json()
+                stats = admin.stats(EXPERIMENT)
                 now, decisions = time.monotonic(), stats["totals"]["decisions"]
                 _print_stats(stats, (decisions - last[1]) / (now - last[0]))
                 last = (now, decisions)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pass
-        total = admin.get(f"/api/experiments/{EXPERIMENT}/stats").json()["totals"]["decisions"]
+        total = admin.stats(EXPERIMENT)["totals"]["decisions"]
         elapsed = time.monotonic() - started
         print(f"\n{total} decisions in {elapsed:.0f} s ({total / elapsed:.0f} req/s including start-up).")
     return 0

@@ -12,17 +12,50 @@ hyper's nearest settings, which enforce less (tests/test_server_limits.py says e
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
+from bandit.cli.log_format import logging_config
 from bandit.core.settings import Settings, settings_to_environ
 
 
 def run_server(settings: Settings) -> None:
     """Serve until interrupted, under the server `settings` names."""
-    if settings.server == "granian":
-        _run_granian(settings)
-    else:
-        _run_uvicorn(settings)
+    with metrics_directory(settings):
+        if settings.server == "granian":
+            _run_granian(settings)
+        else:
+            _run_uvicorn(settings)
+
+
+@contextlib.contextmanager
+def metrics_directory(settings: Settings) -> Iterator[None]:
+    """A directory where every worker of this replica keeps its metric values, so that a scrape
+    of any worker sums them all (prometheus-client's multiprocess mode). It must be named before
+    any worker imports prometheus-client, hence here. One the operator names with
+    PROMETHEUS_MULTIPROC_DIR is emptied first (values of an earlier run would be counted again);
+    one made here is removed on exit."""
+    if not settings.metrics:
+        yield
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in glob.glob(os.path.join(given, "*.db")):
+            os.remove(stale)
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="mab-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _run_uvicorn(settings: Settings) -> None:
@@ -40,6 +73,8 @@ def _run_uvicorn(settings: Settings) -> None:
         # Nothing here serves WebSockets: an upgrade is answered 400 by the protocol above.
         "ws": "none",
         "log_level": settings.log_level.lower(),
+        # Every process, workers included, logs in BANDIT_LOG_FORMAT with the secrets redacted.
+        "log_config": logging_config(settings),
         "access_log": False,
         # The proxy writes X-Forwarded-* itself and trusts none from its clients; skipping uvicorn's
         # proxy-headers middleware and its Server header saves work on every request.
@@ -85,5 +120,6 @@ def _run_granian(settings: Settings) -> None:
         ),
         websockets=False,
         log_level=LogLevels(settings.log_level.lower()),
+        log_dictconfig=logging_config(settings),
         log_access=False,
     ).serve()

@@ -35,6 +35,10 @@ class Routing(Protocol):
         """Rewards were counted for `name`: its statistics should be re-read soon."""
         ...
 
+    def snapshot_ages(self) -> dict[str, float]:
+        """Seconds since each routed experiment's state was last read from Redis."""
+        ...
+
 
 @runtime_checkable
 class HealthView(Protocol):

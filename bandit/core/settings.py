@@ -98,7 +98,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dashboard_public: bool = True
     # Events streams (SSE) open at once on one replica, over all its workers; 503 past it.
     max_event_streams: int = 64
+    # GET /metrics and the counting behind it (bandit/telemetry/metrics.py); False: neither.
+    metrics: bool = True
     log_level: str = "info"
+    # "text" (one line per record, for people) or "json" (one JSON object per line, for collectors).
+    log_format: str = "text"
 
 
 # Environment variable for each setting; flags take precedence over these.
@@ -143,12 +147,16 @@ _ENVIRONMENT = {
     "events_stream_max_s": "BANDIT_EVENTS_STREAM_MAX",
     "dashboard_public": "BANDIT_DASHBOARD_PUBLIC",
     "max_event_streams": "BANDIT_MAX_EVENT_STREAMS",
+    "metrics": "BANDIT_METRICS",
     "log_level": "BANDIT_LOG_LEVEL",
+    "log_format": "BANDIT_LOG_FORMAT",
 }
 
 
 #: The log levels both servers and Python's logging know, in any case.
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+#: What the service's log lines may look like (bandit/cli/log_format.py).
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -172,6 +180,9 @@ def load_settings(overrides: Mapping[str, object] | None = None, environ: Mappin
         raise SettingsError("Setting 'workers' (BANDIT_WORKERS) must be >= 1")
     if settings.log_level.lower() not in LOG_LEVELS:
         raise SettingsError(f"Setting 'log_level' (BANDIT_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
+    if settings.log_format not in LOG_FORMATS:
+        format_given = settings.log_format
+        raise SettingsError(f"Setting 'log_format' (BANDIT_LOG_FORMAT) must be text or json, not {format_given!r}")
     if settings.max_experiments < 1 or settings.max_api_body_bytes < 1:
         raise SettingsError("BANDIT_MAX_EXPERIMENTS and BANDIT_MAX_API_BODY_BYTES must be >= 1")
     _check_limits(settings)

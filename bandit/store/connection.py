@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any, TypeAlias
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
@@ -134,6 +135,44 @@ def _raised_in_redis_connection(error: BaseException) -> bool:
             return True
         traceback = traceback.tb_next
     return False
+
+
+#: What stands for a password in a Redis URL written to a message or the log.
+MASK = "***"
+#: The query parameter redis-py reads a password from, besides the URL's userinfo.
+_PASSWORD_PARAMETER = "password"
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every password `url` carries (its userinfo's, a `password=` parameter's), as written and
+    percent-decoded: the forms in which one could reach a message."""
+    try:
+        parts = urlsplit(url)
+        forms = {parts.password, unquote(parts.password)} if parts.password else set()
+    except ValueError:
+        return []
+    for parameter in parts.query.split("&"):
+        key, _equals, value = parameter.partition("=")
+        if key == _PASSWORD_PARAMETER and value:
+            forms |= {value, unquote_plus(value)}  # redis-py reads the query as a form does
+    return sorted(form for form in forms if form)
+
+
+def masked_url(url: str) -> str:
+    """`url` with each password in it replaced by ***, the user name kept: for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _at, host = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:{MASK}@{host}"
+    except ValueError:
+        return "<a Redis URL that does not parse>"
+    query = "&".join(
+        f"{_PASSWORD_PARAMETER}={MASK}" if parameter.partition("=")[0] == _PASSWORD_PARAMETER else parameter
+        for parameter in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def as_text(value: bytes | str) -> str:

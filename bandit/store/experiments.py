@@ -144,7 +144,8 @@ class ExperimentStore:
             try:
                 experiments.append(decode_experiment(name, raw))
             except UnreadableExperiment as error:
-                log.warning("%s", error.detail)  # listed experiments stay readable; this one can be deleted
+                # Listed experiments stay readable; this one can be deleted.
+                log.warning("%s", error.detail, extra={"experiment": name})
         return experiments
 
     async def update(

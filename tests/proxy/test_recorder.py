@@ -51,13 +51,13 @@ async def test_a_batch_whose_reply_was_lost_is_counted_once(redis: Redis) -> Non
     recorder = DecisionRecorder(counters, flush_interval_s=1)
 
     for _ in range(5):
-        recorder.record("shop", incarnation, "a", 3.0, error=False)
+        recorder.record("shop", incarnation, "a", 3.0, failure=None)
     with pytest.raises(StoreUnavailable):
         await recorder.flush()
     # Counted meanwhile: must neither join the batch already tried nor be lost.
     for _ in range(2):
-        recorder.record("shop", incarnation, "a", 3.0, error=False)
-    recorder.record("shop", incarnation, "b", None, error=False)
+        recorder.record("shop", incarnation, "a", 3.0, failure=None)
+    recorder.record("shop", incarnation, "b", None, failure=None)
     with pytest.raises(StoreUnavailable):
         await recorder.flush()
     assert counters.sent[1] == counters.sent[0], "the tried batch is sent again unchanged"
@@ -78,7 +78,7 @@ async def test_counts_made_while_redis_is_away_wait_in_one_batch(redis: Redis) -
     try:
         for _ in range(3):
             for _ in range(4):
-                away.record("shop", incarnation, "a", None, error=False)
+                away.record("shop", incarnation, "a", None, failure=None)
             with pytest.raises(StoreUnavailable):
                 await away.flush()
         # Two batches at most: the one tried, and the one filling behind it.
