@@ -14,7 +14,7 @@ from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import bucket_of
 from bandit.store import keys
 from bandit.store.counters import CounterStore, DecisionBatch, DecisionFlush
-from bandit.telemetry.metrics import ServiceMetrics
+from bandit.telemetry.metrics import ServedTally, ServiceMetrics
 
 log = logging.getLogger("mab.proxy.recorder")
 
@@ -72,8 +72,10 @@ class DecisionRecorder:
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self._counters = counters
-        # The same counts, as this process's Prometheus metrics (None: BANDIT_METRICS=false).
+        # The same counts, for this process's Prometheus metrics (None: BANDIT_METRICS=false),
+        # added to them at each flush.
         self._metrics = metrics
+        self._tally = ServedTally(metrics) if metrics is not None else None
         self.flush_interval_s = flush_interval_s
         # Told the experiments that served requests since the last flush (the registry keeps those fresh).
         self._on_counted = on_counted
@@ -91,8 +93,8 @@ class DecisionRecorder:
         pending = self._pending.get((experiment, incarnation))
         if pending is None:
             pending = self._pending[(experiment, incarnation)] = _Pending()
-        if self._metrics is not None:
-            self._metrics.served(experiment, arm, None if latency_ms is None else latency_ms / 1000.0, failure)
+        if self._tally is not None:
+            self._tally.count(experiment, arm, None if latency_ms is None else latency_ms / 1000.0, failure)
         if failure is not None:
             pending.errors[arm] += 1
         else:
@@ -111,6 +113,8 @@ class DecisionRecorder:
 
     async def flush(self) -> None:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""
+        if self._tally is not None:
+            self._tally.publish()
         if self._on_counted is not None and self._pending:
             self._on_counted({experiment for experiment, _incarnation in self._pending})
         self._move_pending_to_outbox()
@@ -162,7 +166,14 @@ class DecisionRecorder:
                 batches.append(_Batch(next(self._sequence), counts))
 
     async def run(self) -> None:
-        """Flush forever; a final flush happens on shutdown via `flush`."""
+        """Flush forever, and add the counts to the metrics as often, whether Redis answers or not
+        (a flush may wait on an absent Redis for seconds); a final flush happens on shutdown via `flush`."""
+        if self._tally is None:
+            await self._flush_forever()
+        else:
+            await asyncio.gather(self._flush_forever(), self._tally.run(self.flush_interval_s))
+
+    async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval_s)
             try:

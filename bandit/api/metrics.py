@@ -33,7 +33,8 @@ from bandit.telemetry.metrics import ServiceMetrics
 log = logging.getLogger("mab.metrics")
 #: How old the stats behind the arm gauges may be: a scrape every few seconds reuses them.
 STATS_MAX_AGE_S = 1.0
-#: A scrape answers within this even when Redis hangs: the replica's own counters are what matter then.
+#: How long a scrape waits for Redis's PING: past it Redis counts as down, and the replica's own
+#: counters (what matters then) are served at once.
 REDIS_WAIT_S = 2.0
 #: The classic text format, which every Prometheus reads (Litestar adds `; charset=utf-8`).
 TEXT_FORMAT = "text/plain; version=0.0.4"
@@ -69,12 +70,19 @@ async def shared_state_families(store: RedisStore, memo: StatsMemo, routing: Rou
     try:
         async with asyncio.timeout(REDIS_WAIT_S):
             await store.ping()
-            computed = await memo.current_many(await store.experiments.names(), STATS_MAX_AGE_S)
     except (MabError, TimeoutError, OSError) as error:
-        log.warning("metrics without the shared state: %s", error)
+        log.warning("metrics without the shared state: Redis did not answer: %s", error)
         redis_up.add_metric([], 0)
         return [redis_up, age]
     redis_up.add_metric([], 1)
+    try:
+        # No deadline here: a fresh replica's first scrape may compute every experiment's stats
+        # once (~20 ms each, off the loop); cancelling it would only waste that work, and the
+        # next scrape finds them kept. Redis's own socket timeouts bound the reads.
+        computed = await memo.current_many(await store.experiments.names(), STATS_MAX_AGE_S)
+    except MabError as error:
+        log.warning("metrics without the arm gauges: %s", error)
+        return [redis_up, age]
     for name, entry in sorted(computed.items()):
         for arm in entry.stats.arms:
             key = [name, arm.name]
