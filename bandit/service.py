@@ -27,6 +27,7 @@ from bandit import __version__
 from bandit.api.auth import admin_guard
 from bandit.api.errors import http_error, service_error, unexpected_error, validation_error
 from bandit.api.ingest import FeedbackIntake
+from bandit.api.metrics import MetricsExposition
 from bandit.api.openapi import StrictStructSchemaPlugin
 from bandit.api.routes import api_routes
 from bandit.api.stats import StatsMemo
@@ -77,7 +78,7 @@ class Parts:
     stats_cache: StatsCache
     feedback_intake: FeedbackIntake
     # None when BANDIT_METRICS is false.
-    metrics: ServiceMetrics | None
+    metrics_exposition: MetricsExposition | None
 
 
 #: What a handler may name as a parameter, and the part each name is: one provider per dependency.
@@ -93,7 +94,7 @@ _PROVIDED: dict[str, Callable[[Parts], Any]] = {
     "stats_cache": lambda parts: parts.stats_cache,
     "stats_memo": lambda parts: parts.stats_cache.memo,
     "feedback_intake": lambda parts: parts.feedback_intake,
-    "service_metrics": lambda parts: parts.metrics,
+    "metrics_exposition": lambda parts: parts.metrics_exposition,
 }
 
 
@@ -220,7 +221,12 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
             background.append(asyncio.create_task(store.keyring.follow(signer)))
         async with running(registry):
             try:
-                yield Parts(settings, store, signer, registry, health, proxy, stats_cache, intake, metrics)
+                exposition = (
+                    None
+                    if metrics is None
+                    else MetricsExposition(metrics, store, stats_memo, registry, settings.metrics_max_age_s)
+                )
+                yield Parts(settings, store, signer, registry, health, proxy, stats_cache, intake, exposition)
             finally:
                 for task in background:
                     task.cancel()

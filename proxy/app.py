@@ -166,13 +166,37 @@ class ProxyApp:
         read_whole: bool = False,
     ) -> None:
         """Route one request: its path and headers checked, its body read, an arm chosen and tried
-        (`read_whole`: see `read_request_body`)."""
+        (`read_whole`: see `read_request_body`), inside its span when tracing is on."""
         try:
             name, rest = parse_invoke_path(raw_path)
             target = upstream_target(rest, query)
         except BadTarget as error:
             await error_answer(responder, 400, str(error))
             return
+        tracer = self.tracer
+        if tracer is None:
+            await self._route(responder, method, name, target, incoming, incoming.forwarded, receive, read_whole, None)
+            return
+        # Every answer to an invoke of `name` is in its span, refusals (404, 408, 413...) included.
+        span, forwarded = tracer.start(name, method, incoming.forwarded)
+        seen = _StatusSeen(responder)
+        try:
+            await self._route(seen, method, name, target, incoming, forwarded, receive, read_whole, span)
+        finally:
+            tracer.finish(span, seen.status)
+
+    async def _route(
+        self,
+        responder: Responder,
+        method: str,
+        name: str,
+        target: str,
+        incoming: IncomingRequest,
+        headers: Headers,
+        receive: Receive,
+        read_whole: bool,
+        span: Span | None,
+    ) -> None:
         if incoming.unsendable is not None:
             detail = (
                 f"header {incoming.unsendable.decode('latin-1')!r} holds bytes outside ASCII, which are not forwarded"
@@ -195,21 +219,11 @@ class ProxyApp:
             return
         except ClientDisconnected:
             return
-        headers = incoming.forwarded
         if isinstance(body, StreamedBody) and raw_length is not None:
             # Streamed on with the length the client declared, so the upstream needs no chunked decoding.
             headers = [*headers, (b"content-length", raw_length)]
-        tracer = self.tracer
         try:
-            if tracer is None:
-                await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body, None)
-                return
-            span, headers = tracer.start(name, method, headers)
-            seen = _StatusSeen(responder)
-            try:
-                await self._try_arms(seen, method, snapshot, incoming.unit, target, headers, body, span)
-            finally:
-                tracer.finish(span, seen.status)
+            await self._try_arms(responder, method, snapshot, incoming.unit, target, headers, body, span)
         finally:
             self.budget.release(body)
 
@@ -251,6 +265,8 @@ class ProxyApp:
                     return
                 index, key = roomy, snapshot.health_keys[roomy]
             arm = snapshot.routes[index]
+            if span is not None:
+                span.set_attribute("mab.arm", arm.name)  # the arm tried (a retry names the second)
             started = time.perf_counter()
             self.health.sending(key)
             slots.take(key, streamed)
@@ -304,10 +320,10 @@ class ProxyApp:
             latency_us = int((time.perf_counter() - started) * 1e6)
             decision = self.signer.sign(name, arm.name, experiment.incarnation, latency_us=latency_us)
             if span is not None:
-                InvokeTracer.decided(span, arm.name, decision)
+                span.set_attribute("mab.decision", decision)
             if snapshot.shadows and isinstance(body, bytes):
                 self._mirror(snapshot, method, target, headers, body)
-            await self._relay(responder, response, snapshot, arm, key, decision, started)
+            await self._relay(responder, response, snapshot, arm, key, decision, started, span)
         finally:
             slots.release(key, streamed)
 
@@ -330,6 +346,7 @@ class ProxyApp:
         key: HealthKey,
         decision: str,
         started: float,
+        span: Span | None,
     ) -> None:
         """Stream the upstream's answer back with the bandit headers, then count it.
 
@@ -388,6 +405,8 @@ class ProxyApp:
             latency_ms = (time.perf_counter() - started) * 1000.0
             self.recorder.record(experiment.name, experiment.incarnation, arm.name, latency_ms, failure)
             self.health.observe(key, failed=failure is not None)
+            if span is not None and failure is not None:
+                InvokeTracer.failed(span, failure)  # a 5xx, or an answer broken off after its headers
 
     async def _write(self, responder: Responder, chunk: bytes) -> None:
         """One chunk of a streamed answer. A client that stops reading for longer than the body

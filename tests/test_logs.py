@@ -206,6 +206,18 @@ def test_a_redis_url_is_logged_with_its_passwords_masked() -> None:
     assert url_passwords("redis://:a%2Fb@h/0?password=c+d") == ["a%2Fb", "a/b", "c d", "c+d"]
 
 
+@pytest.mark.parametrize("password", ["s3cr#t", "s3/cr3t", "s3cr?t", "a@b"])
+def test_a_password_with_a_character_that_ends_the_authority_is_masked_and_refused(password: str) -> None:
+    url = f"redis://user:{password}@cache.internal:6379/0"
+    # urlsplit (and redis-py) would read another host and no password: found anyway, and masked.
+    assert password in url_passwords(url)
+    assert password not in masked_url(url) and masked_url(url).startswith("redis://user:***@")
+    # Such a URL would connect without the password: refused at start, in words that do not echo it.
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ={"BANDIT_REDIS_URL": url})
+    assert "percent-encode" in str(refused.value) and password not in str(refused.value)
+
+
 # -- the setting -----------------------------------------------------------------------------------
 def test_the_log_format_is_text_by_default_json_when_asked_and_nothing_else() -> None:
     assert load_settings(environ={}).log_format == "text"

@@ -1,4 +1,4 @@
-"""Bearer-token guards: the admin token of the management API, the optional feedback token.
+"""Bearer-token guards: the admin token of the management API, the optional feedback and metrics tokens.
 
 Tokens are compared in constant time and never logged, nor echoed in a response.
 """
@@ -89,3 +89,20 @@ def feedback_guard(feedback_token: str | None, admin_token: str | None) -> Guard
             raise Forbidden(detail="the bearer token is not the feedback token")
 
     return require_feedback_token
+
+
+def metrics_guard(metrics_token: str, admin_token: str | None) -> Guard:
+    """`/metrics` with BANDIT_METRICS_TOKEN set: that token (read-only, for the scraper) or the admin token."""
+    accepted = [token for token in (metrics_token, admin_token) if token]
+
+    def require_metrics_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+        token = _bearer(connection)
+        if token is None:
+            raise NotAuthenticated(
+                detail="metrics require 'Authorization: Bearer <BANDIT_METRICS_TOKEN>'",
+                headers={"WWW-Authenticate": 'Bearer realm="mab-metrics"'},
+            )
+        if not any([token_matches(token, candidate) for candidate in accepted]):
+            raise Forbidden(detail="the bearer token is not the metrics token")
+
+    return require_metrics_token

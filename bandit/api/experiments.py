@@ -107,7 +107,9 @@ class ExperimentsController(Controller):
 
         def apply(current: Experiment) -> Experiment:
             changed = _revalidated(current, changes)
-            if changed.promoted_arm is not None and changed.arm(changed.promoted_arm) is None:
+            promoted = changed.arm(changed.promoted_arm) if changed.promoted_arm is not None else None
+            if changed.promoted_arm is not None and (promoted is None or promoted.shadow):
+                # The promoted arm is gone, or now only shadows: nothing to send all traffic to.
                 changed = msgspec.structs.replace(changed, status="running", promoted_arm=None)
             return changed
 

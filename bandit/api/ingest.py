@@ -12,6 +12,7 @@ from bandit.core.payloads import FeedbackItem, FeedbackResult, RejectedItem
 from bandit.core.policy_adapter import observation_rules, reward_scale
 from bandit.store import keys
 from bandit.store.counters import CounterStore, FeedbackRecord
+from bandit.store.durability import NotReplicated
 from bandit.telemetry.metrics import ServiceMetrics
 
 #: Seen-markers and rewarded bitmaps outlive the window a little, so a duplicate is never counted on a clock edge.
@@ -124,31 +125,49 @@ async def ingest(
 
     accepted = duplicate = 0
     for (experiment, incarnation), (rules, indices, records) in groups.items():
-        codes = await counters.record_feedback(experiment, incarnation, records, observation_rules(rules.experiment))
+        try:
+            codes = await counters.record_feedback(
+                experiment, incarnation, records, observation_rules(rules.experiment)
+            )
+        except NotReplicated as error:
+            # Counted on the primary, not yet on enough replicas: the request answers 503 and is
+            # resent (its rewards then come back as duplicates), so the metrics book them now.
+            if metrics is not None and isinstance(error.written, list):
+                _book(metrics, experiment, error.written, records)
+            raise
         if on_counted is not None and 1 in codes:
             on_counted(experiment)
-        counted = {"accepted": 0, "duplicate": 0, "rejected": 0, "stale": 0}
-        reward_sums: dict[str, float] = {}
-        for index, code, record in zip(indices, codes, records, strict=True):
+        if metrics is not None:
+            _book(metrics, experiment, codes, records)
+        for index, code in zip(indices, codes, strict=True):
             if code == 1:
                 accepted += 1
-                counted["accepted"] += 1
-                reward_sums[record.arm] = reward_sums.get(record.arm, 0.0) + record.reward
             elif code == 0:
                 duplicate += 1
-                counted["duplicate"] += 1
             else:
                 status, reason = _OUTCOMES[code]
                 rejected.append(RejectedItem(index=index, status=status, reason=reason))
-                counted["stale" if status == 410 else "rejected"] += 1
-        if metrics is not None:
-            for outcome, count in counted.items():
-                if count:
-                    metrics.feedback(experiment, outcome, count)
-            for arm_name, total in reward_sums.items():
-                metrics.rewarded(experiment, arm_name, total)
     rejected.sort(key=lambda item: item.index)
     return FeedbackResult(accepted=accepted, duplicate=duplicate, rejected=len(rejected), errors=rejected)
+
+
+def _book(metrics: ServiceMetrics, experiment: str, codes: list[int], records: list[FeedbackRecord]) -> None:
+    """The outcome of each reward the feedback script was given, and the sum of those it counted."""
+    counted = {"accepted": 0, "duplicate": 0, "rejected": 0, "stale": 0}
+    reward_sums: dict[str, float] = {}
+    for code, record in zip(codes, records, strict=True):
+        if code == 1:
+            counted["accepted"] += 1
+            reward_sums[record.arm] = reward_sums.get(record.arm, 0.0) + record.reward
+        elif code == 0:
+            counted["duplicate"] += 1
+        else:
+            counted["stale" if _OUTCOMES[code][0] == 410 else "rejected"] += 1
+    for outcome, count in counted.items():
+        if count:
+            metrics.feedback(experiment, outcome, count)
+    for arm, total in reward_sums.items():
+        metrics.rewarded(experiment, arm, total)
 
 
 def _refusal(decision: Decision, reward: float, rules: _Rules | MabError, now_ms: int) -> MabError | None:

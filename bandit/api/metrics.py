@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Iterable, Sequence
 
+import anyio.to_thread
 from litestar import Response, get
 from litestar.exceptions import NotFoundException
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from bandit.api.stats import StatsMemo
@@ -83,6 +86,9 @@ async def shared_state_families(store: RedisStore, memo: StatsMemo, routing: Rou
     except MabError as error:
         log.warning("metrics without the arm gauges: %s", error)
         return [redis_up, age]
+    except Exception:  # the replica's counters are served whatever went wrong with the gauges
+        log.exception("metrics without the arm gauges")
+        return [redis_up, age]
     for name, entry in sorted(computed.items()):
         for arm in entry.stats.arms:
             key = [name, arm.name]
@@ -94,13 +100,45 @@ async def shared_state_families(store: RedisStore, memo: StatsMemo, routing: Rou
     return [allocation, p_best, mean, healthy, redis_up, age]
 
 
+def _render(registry: CollectorRegistry, shared: list[Metric]) -> bytes:
+    return generate_latest(registry) + generate_latest(_Families(shared))
+
+
+class MetricsExposition:
+    """The text of this replica's scrape, rendered at most once per `max_age_s` by this worker.
+
+    Rendering reads every worker's metric files and formats each series in Python, ~20 µs a
+    series (BENCHMARKS.md, issue 14): it runs in a thread, so requests on this worker's loop go
+    on meanwhile, and one render serves every scrape that arrives within `max_age_s`, however
+    many there are and whoever sends them.
+    """
+
+    def __init__(
+        self, metrics: ServiceMetrics, store: RedisStore, memo: StatsMemo, routing: Routing, max_age_s: float
+    ) -> None:
+        self._metrics = metrics
+        self._store = store
+        self._memo = memo
+        self._routing = routing
+        self.max_age_s = max_age_s
+        self._lock = asyncio.Lock()
+        self._text = b""
+        self._rendered_at = -math.inf
+        self.renders = 0
+
+    async def text(self) -> bytes:
+        async with self._lock:  # scrapes that arrive during a render wait for it and share it
+            if time.monotonic() - self._rendered_at >= self.max_age_s:
+                shared = await shared_state_families(self._store, self._memo, self._routing)
+                self._text = await anyio.to_thread.run_sync(_render, self._metrics.registry, shared)
+                self._rendered_at = time.monotonic()
+                self.renders += 1
+            return self._text
+
+
 @get("/metrics", include_in_schema=False)
-async def metrics_page(
-    service_metrics: ServiceMetrics | None, store: RedisStore, stats_memo: StatsMemo, routing: Routing
-) -> Response[bytes]:
+async def metrics_page(metrics_exposition: MetricsExposition | None) -> Response[bytes]:
     """The Prometheus exposition of this replica."""
-    if service_metrics is None:
+    if metrics_exposition is None:
         raise NotFoundException(detail="metrics are off (BANDIT_METRICS=false)")
-    counted = generate_latest(service_metrics.registry)
-    shared = generate_latest(_Families(await shared_state_families(store, stats_memo, routing)))
-    return Response(counted + shared, media_type=TEXT_FORMAT)
+    return Response(await metrics_exposition.text(), media_type=TEXT_FORMAT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.types import ControllerRouterHandler
 
-from bandit.api.auth import Guard, feedback_guard
+from bandit.api.auth import Guard, feedback_guard, metrics_guard
 from bandit.api.experiments import ExperimentsController
 from bandit.api.feedback import post_feedback
 from bandit.api.metrics import metrics_page
@@ -26,8 +26,15 @@ def api_routes(settings: Settings, admin: Guard) -> list[ControllerRouterHandler
             guards=[] if open_feedback else [feedback_guard(settings.feedback_token, settings.admin_token)],
             route_handlers=[post_feedback],
         ),
-        # Readable as the dashboard is: the same names and figures, for a scraper.
-        Router(path="/", guards=[] if settings.dashboard_public else [admin], route_handlers=[metrics_page]),
+        Router(path="/", guards=_metrics_guards(settings, admin), route_handlers=[metrics_page]),
         healthz,
         readyz,
     ]
+
+
+def _metrics_guards(settings: Settings, admin: Guard) -> list[Guard]:
+    """BANDIT_METRICS_TOKEN (or the admin token) when set; else readable as the dashboard is: the
+    same names and figures, open unless BANDIT_DASHBOARD_PUBLIC=false."""
+    if settings.metrics_token:
+        return [metrics_guard(settings.metrics_token, settings.admin_token)]
+    return [] if settings.dashboard_public else [admin]

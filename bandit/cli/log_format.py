@@ -162,7 +162,13 @@ def _drop_access_query(record: logging.LogRecord) -> None:
 
 def secret_values(settings: Settings) -> list[str]:
     """What must never appear in the log: the tokens, the decision-id keys, the Redis password."""
-    configured = [settings.admin_token, settings.feedback_token, settings.secret, settings.previous_secret]
+    configured = [
+        settings.admin_token,
+        settings.feedback_token,
+        settings.metrics_token,
+        settings.secret,
+        settings.previous_secret,
+    ]
     return [value for value in configured if value] + url_passwords(settings.redis_url)
 
 

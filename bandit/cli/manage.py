@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bandit.cli.manifest import load_manifests
-from bandit.cli.plan import Action, make_plan
+from bandit.cli.plan import Action, Plan, make_plan
 
 if TYPE_CHECKING:  # imported when a verb runs: `mab serve` needs no client
     from bandit.client import ApiError, Client
@@ -43,12 +43,27 @@ the API checks a creation before anything is sent.
 
   - an experiment the service lacks is created;
   - one whose settings differ is PATCHed (arms, policy, reward, stopping): its statistics, status
-    and rollback history are kept. A renamed table is a new experiment;
+    and rollback history are kept (but see traffic, below). A renamed table is a new experiment;
   - an experiment no file names is kept, and listed; with --prune it is deleted (the files are
     then the whole truth about the service). --prune with files that name nothing is refused.
 
-Applying the same files twice changes nothing. Pause, promote and resume are not in the files,
-and apply leaves them as they are."""
+Applying the same files twice changes nothing. Traffic: apply sends no pause, promote or resume,
+but an update can still move traffic, and the plan says so (a "!" line, a note on the experiment):
+
+  - `mab promote` of a static split (blue/green, canary) rewrites the split's weights, and those
+    are settings of the file: the next apply restores the file's split, sending the traffic back.
+    To keep a cut-over, write the new split into the file, or apply with --keep-traffic;
+  - an update that removes the promoted arm ends the promotion (the policy routes again), and one
+    that changes a paused experiment's first serving arm moves its traffic to the new one.
+
+With --keep-traffic no update moves live traffic: a static split keeps its live weights (the
+file's are ignored) wherever the file has a static split over the same arms, and an update that
+would otherwise move traffic is refused, before anything is sent. For a job that applies on every
+merge while people cut over with `mab promote`.
+
+Creations run before deletions, so that an apply stopped half-way never leaves fewer experiments
+than before; at BANDIT_MAX_EXPERIMENTS a renaming --prune is refused until the old experiment is
+deleted (the message says how)."""
 
 #: The lifecycle verbs: the client's method of the same name, and what `--help` says of each.
 LIFECYCLE = {
@@ -95,6 +110,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="also delete every experiment of the service that no file names (the dry run lists them)",
     )
+    apply.add_argument(
+        "--keep-traffic",
+        action="store_true",
+        help="leave live traffic as it is: static splits keep their live weights (a `mab promote` stays), "
+        "and an update that would move traffic is refused",
+    )
     verb("list", "the experiments: status, policy, arms, version")
     verb("get", "one experiment's settings").add_argument("name")
     verb("stats", "one experiment's statistics per arm: decisions, rewards, P(best), latency").add_argument("name")
@@ -127,33 +148,64 @@ def run(args: argparse.Namespace) -> int:
 
 # -- the verbs -------------------------------------------------------------------------------------
 def _apply(client: Client, args: argparse.Namespace) -> int:
-    """The plan, then (unless a dry run) its calls in order, stopping at the first refusal.
+    """The plan, then (unless a dry run) its calls in order, stopping at the first that fails.
 
     Every file is read and checked before the service is asked anything, so a bad file changes
-    nothing. With --json one object is printed at the end: the plan, `dry_run`, and `made`, how
-    many of its changes were made (fewer than planned after a refusal, exit code 1).
+    nothing. With --json one object is printed at the end: the plan, `dry_run`, `made`, how many
+    of its changes were made, and `failed`, the action that stopped it (exit code 1 for a refusal,
+    3 for a service out of reach).
     """
-    from bandit.client import ApiError
+    from bandit.client import ApiError, Unreachable
 
     manifest = load_manifests(args.files)
-    plan = make_plan(manifest.specs, client.list_experiments(), prune=args.prune)
+    plan = make_plan(manifest.specs, client.list_experiments(), prune=args.prune, keep_traffic=args.keep_traffic)
     if not args.json:
         print(plan.describe())
-    made, code = 0, EXIT_OK
-    for action in [] if args.dry_run else plan.pending:
+    pending = [] if args.dry_run else plan.pending
+    made, code, failed = 0, EXIT_OK, None
+    for action in pending:
         try:
             _carry_out(client, action)
         except ApiError as error:
             _complain(f"{action.verb} {action.name}: {_refusal(error, args)}")
-            _complain(f"{made} of {len(plan.pending)} changes made before it; apply again once it is fixed")
-            code = EXIT_REFUSED
+            if _at_the_limit(error, action) and plan.count("delete"):
+                _complain(_deletions_first(plan))
+            _complain(f"{made} of {len(pending)} changes made before it; apply again once it is fixed")
+            code, failed = EXIT_REFUSED, action
+            break
+        except Unreachable as error:  # it names the URL and the request
+            _complain(f"{action.verb} {action.name}: {error}")
+            # A timeout may come after the service made the change: the next plan shows which it was.
+            _complain(
+                f"{made} of {len(pending)} changes made before it, and this one perhaps (no answer came); "
+                "apply again once the service is reachable: the plan then shows what is left"
+            )
+            code, failed = EXIT_UNREACHABLE, action
             break
         made += 1
         if not args.json:
             print(f"{_PAST_APPLY[action.verb]} {action.name}")
     if args.json:
-        _print_json({**plan.to_json(), "dry_run": args.dry_run, "made": made})
+        stopped = None if failed is None else {"action": failed.verb, "experiment": failed.name}
+        _print_json({**plan.to_json(), "dry_run": args.dry_run, "made": made, "failed": stopped})
     return code
+
+
+def _at_the_limit(error: ApiError, action: Action) -> bool:
+    """A creation refused for BANDIT_MAX_EXPERIMENTS (409, as for a taken name, which the detail tells apart)."""
+    return action.verb == "create" and error.status == 409 and "BANDIT_MAX_EXPERIMENTS" in error.detail
+
+
+def _deletions_first(plan: Plan) -> str:
+    deletions = plan.named("delete")
+    listed = ", ".join(deletions)
+    one = "1 deletion is" if len(deletions) == 1 else f"{len(deletions)} deletions are"
+    commands = " && ".join(f"mab delete {name}" for name in deletions)
+    return (
+        f"{one} pending ({listed}): apply runs them after the creations, so that a refused creation never "
+        f"leaves fewer experiments than before; apply them first with `{commands}` and apply again, "
+        "or raise BANDIT_MAX_EXPERIMENTS"
+    )
 
 
 _PAST_APPLY = {"create": "created", "update": "updated", "delete": "deleted"}

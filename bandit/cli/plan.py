@@ -23,10 +23,21 @@ its statistics. So no change ever needs a delete and create, and there is no fla
 the spec gain a field PATCH cannot change, a change to it is refused (PlanError) rather than
 replaced silently, which would forget what the experiment has learned.
 
-The lifecycle (pause, promote, resume) is not part of a manifest and an apply leaves it as it is.
-A promotion of a static split moves its weights, though, and those are in the file: the next
-apply shows them going back to the file's and restores them. Write the promoted split into the
-file to keep it.
+Traffic. The lifecycle (pause, promote, resume) is not part of a manifest and an apply sends no
+lifecycle call, but two kinds of update still move traffic, and the plan says so on the action:
+
+- A promotion of a static split (blue/green, canary) is not a status: it rewrites the split's
+  weights, which are settings, and the file is the truth about settings. So the next apply puts
+  the file's split back. That is right for a file that is the source of truth, but never silent:
+  the plan shows the split's shares old → new and, when the live split puts all traffic on one
+  arm, that a promotion made outside the file is being undone. `keep_traffic` (`--keep-traffic`)
+  keeps the live split instead, for a job that applies on every merge while people cut over with
+  `mab promote`: the file's static weights are then ignored where both sides are static splits of
+  the same arms, and any other difference of the split is refused rather than guessed.
+- A PATCH that removes the promoted arm of a learning experiment ends the promotion (the service
+  sets it running again, bandit/api/experiments.py `update`), and one that changes a paused
+  experiment's first serving arm moves all its traffic to the new one. The plan says which;
+  with `keep_traffic` such an update is refused.
 """
 
 from __future__ import annotations
@@ -84,6 +95,10 @@ class Action:
     changes: tuple[FieldChange, ...] = ()
     #: The live experiment's lifecycle status (running, paused, promoted), when it exists.
     status: str | None = None
+    #: What the update does to the lifecycle, when the experiment is paused or promoted.
+    lifecycle: str | None = None
+    #: What the action does to traffic that its field changes do not show (a split restored or kept).
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         answer: dict[str, Any] = {"action": self.verb, "experiment": self.name}
@@ -91,6 +106,10 @@ class Action:
             answer["changes"] = [change.to_json() for change in self.changes]
         if self.verb == "create":
             answer["spec"] = self.body
+        if self.lifecycle:
+            answer["lifecycle"] = self.lifecycle
+        if self.notes:
+            answer["notes"] = list(self.notes)
         return answer
 
 
@@ -102,12 +121,22 @@ class Plan:
 
     @property
     def pending(self) -> list[Action]:
-        """The actions that call the service, in order: creations, updates, deletions."""
+        """The actions that call the service, in order: creations, updates, deletions.
+
+        Creations before deletions, so that an apply stopped half-way (a refusal, the service out of
+        reach) never leaves the service with fewer experiments than either the old or the new state:
+        a rename under --prune creates the new experiment before it deletes the old one. The price is
+        at the limit (BANDIT_MAX_EXPERIMENTS): the creation is refused while the deletion that would
+        free its slot is pending, and `mab apply` says so and how to go on.
+        """
         order = {"create": 0, "update": 1, "delete": 2}
         return sorted((a for a in self.actions if a.verb != "unchanged"), key=lambda a: order[a.verb])
 
     def count(self, verb: Verb) -> int:
         return sum(action.verb == verb for action in self.actions)
+
+    def named(self, verb: Verb) -> list[str]:
+        return [action.name for action in self.actions if action.verb == verb]
 
     def to_json(self) -> dict[str, Any]:
         return {"actions": [action.to_json() for action in self.actions], "kept": list(self.kept)}
@@ -119,12 +148,12 @@ class Plan:
     def _lines(self) -> Iterator[str]:
         marks = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
         for action in self.actions:
-            # A paused or promoted experiment stays so: say it, as the new settings will not route yet.
-            pinned = action.verb == "update" and action.status not in (None, "running")
-            note = f" (stays {action.status}: apply changes no lifecycle)" if pinned else ""
+            note = f" ({action.lifecycle})" if action.lifecycle else ""
             yield f"{marks[action.verb]} {action.verb} {action.name}{note}"
             for change in action.changes:
                 yield f"    {change}"
+            for line in action.notes:
+                yield f"    ! {line}"
         if self.kept:
             yield f"  not in the files, kept (--prune deletes them): {', '.join(self.kept)}"
         if not self.pending:
@@ -152,8 +181,14 @@ def live_spec(experiment: Mapping[str, Any]) -> ExperimentSpec:
     return ExperimentSpec(**{name: getattr(stored, name) for name in SPEC_FIELDS})
 
 
-def make_plan(desired: Sequence[ExperimentSpec], live: Sequence[Mapping[str, Any]], *, prune: bool) -> Plan:
-    """Every experiment of `desired` against the service's `live` list; deletions only with `prune`."""
+def make_plan(
+    desired: Sequence[ExperimentSpec], live: Sequence[Mapping[str, Any]], *, prune: bool, keep_traffic: bool = False
+) -> Plan:
+    """Every experiment of `desired` against the service's `live` list; deletions only with `prune`.
+
+    With `keep_traffic` no update moves live traffic: static splits keep their live weights, and
+    an update that would end a promotion or move a paused experiment's traffic is refused.
+    """
     live_by_name = {str(experiment["name"]): experiment for experiment in live}
     wanted = {spec.name for spec in desired}
     if prune and not wanted and live_by_name:
@@ -161,23 +196,112 @@ def make_plan(desired: Sequence[ExperimentSpec], live: Sequence[Mapping[str, Any
             f"--prune with files that name no experiment would delete all {len(live_by_name)} experiments "
             "of the service; refused (delete them with `mab delete NAME` if that is what you want)"
         )
-    actions = [_action(spec, live_by_name.get(spec.name)) for spec in desired]
+    actions = [_action(spec, live_by_name.get(spec.name), keep_traffic=keep_traffic) for spec in desired]
     others = sorted(set(live_by_name) - wanted)
     if prune:
         actions += [Action("delete", name, status=str(live_by_name[name].get("status"))) for name in others]
     return Plan(tuple(actions), kept=() if prune else tuple(others))
 
 
-def _action(spec: ExperimentSpec, live: Mapping[str, Any] | None) -> Action:
+def _action(spec: ExperimentSpec, live: Mapping[str, Any] | None, *, keep_traffic: bool) -> Action:
     new = normalised(spec)
     if live is None:
         return Action("create", spec.name, body=new)
     old = normalised(live_spec(live))
     status = str(live.get("status", "running"))
+    new, notes = _static_split(spec.name, old, new, keep_traffic=keep_traffic)
     changes = field_changes(old, new)
     if not changes:
-        return Action("unchanged", spec.name, status=status)
-    return Action("update", spec.name, body=patch_body(spec.name, old, new), changes=tuple(changes), status=status)
+        return Action("unchanged", spec.name, status=status, notes=notes)
+    lifecycle, moves_traffic = _lifecycle(status, live.get("promoted_arm"), old, new)
+    if moves_traffic and keep_traffic:
+        raise PlanError(
+            f'experiment "{spec.name}": the update would move its live traffic ({lifecycle}), and --keep-traffic '
+            "keeps it as it is: change the lifecycle first (`mab resume` or `mab promote`), or apply without "
+            "--keep-traffic"
+        )
+    body = patch_body(spec.name, old, new)
+    return Action(
+        "update", spec.name, body=body, changes=tuple(changes), status=status, lifecycle=lifecycle, notes=notes
+    )
+
+
+# -- traffic: what an update does to where requests go ------------------------------------------------------
+def _static_split(
+    name: str, old: dict[str, Any], new: dict[str, Any], *, keep_traffic: bool
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The settings to apply, and what they do to a static split that the live one differs from."""
+    live_split, file_split = split_shares(old), split_shares(new)
+    if live_split is None or file_split is None or live_split == file_split:
+        return new, ()
+    if keep_traffic:
+        # Only where the arms are the same ones: a split over other arms would be a guess.
+        if _arm_roles(old) != _arm_roles(new):
+            raise PlanError(
+                f'experiment "{name}": --keep-traffic cannot keep the live split ({_shares(live_split)}): the file '
+                "changes which arms there are or which serve; write the split you want into the file and apply "
+                "without --keep-traffic"
+            )
+        kept_arms = [{**arm, "weight": live["weight"]} for arm, live in zip(new["arms"], old["arms"], strict=True)]
+        kept = {**new, "policy": old["policy"], "arms": kept_arms}
+        kept_note = (
+            f"traffic split kept as live (--keep-traffic): {_shares(live_split)}; the file's is {_shares(file_split)}"
+        )
+        return kept, (kept_note,)
+    notes = [f"traffic split: {_shares(live_split)} → {_shares(file_split)} (the file's split)"]
+    whole = next((arm for arm, share in live_split.items() if share == 1.0), None)
+    if whole is not None and file_split.get(whole) != 1.0:
+        notes.append(
+            f"restores the file's split: the live weights put all traffic on {whole} (a promotion made outside "
+            "the file?); to keep that cut-over, write it into the file or apply with --keep-traffic"
+        )
+    return new, tuple(notes)
+
+
+def split_shares(spec: Mapping[str, Any]) -> dict[str, float] | None:
+    """A static split's share of the traffic per serving arm (normalised spec); None for a learning policy."""
+    if spec["policy"].get("kind") != "static":
+        return None
+    arms = spec["arms"]
+    weights = spec["policy"].get("weights")
+    if weights is None:
+        weights = [arm["weight"] for arm in arms]
+    serving = {arm["name"]: float(weight) for arm, weight in zip(arms, weights, strict=False) if not arm["shadow"]}
+    total = sum(serving.values())
+    return {arm: weight / total if total else 0.0 for arm, weight in serving.items()}
+
+
+def _shares(split: Mapping[str, float]) -> str:
+    return ", ".join(f"{arm} {round(share * 100, 1):g}%" for arm, share in split.items())
+
+
+def _arm_roles(spec: Mapping[str, Any]) -> list[tuple[str, bool]]:
+    return [(arm["name"], bool(arm["shadow"])) for arm in spec["arms"]]
+
+
+def _lifecycle(
+    status: str, promoted_arm: Any, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> tuple[str | None, bool]:
+    """What an update of a paused or promoted experiment does to it, and whether that moves traffic."""
+    if status == "promoted":
+        if promoted_arm not in {arm["name"] for arm in new["arms"]}:
+            # The service's own rule (bandit/api/experiments.py, `update`): no promotion to a removed arm.
+            return f"ends the promotion of {promoted_arm}, which the file removes: the policy routes again", True
+        return f"stays promoted to {promoted_arm}: apply changes no lifecycle", False
+    if status == "paused":
+        control, new_control = _control(old), _control(new)
+        if control != new_control:
+            return (
+                f"stays paused, but all its traffic moves from {control} to {new_control}, the new first serving arm",
+                True,
+            )
+        return "stays paused: apply changes no lifecycle", False
+    return None, False
+
+
+def _control(spec: Mapping[str, Any]) -> str | None:
+    """The first serving arm: where a paused experiment sends all its traffic."""
+    return next((str(arm["name"]) for arm in spec["arms"] if not arm["shadow"]), None)
 
 
 def patch_body(name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

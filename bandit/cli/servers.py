@@ -13,7 +13,6 @@ hyper's nearest settings, which enforce less (tests/test_server_limits.py says e
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import shutil
 import tempfile
@@ -36,25 +35,24 @@ def run_server(settings: Settings) -> None:
 def metrics_directory(settings: Settings) -> Iterator[None]:
     """A directory where every worker of this replica keeps its metric values, so that a scrape
     of any worker sums them all (prometheus-client's multiprocess mode). It must be named before
-    any worker imports prometheus-client, hence here. One the operator names with
-    PROMETHEUS_MULTIPROC_DIR is emptied first (values of an earlier run would be counted again);
-    one made here is removed on exit."""
+    any worker imports prometheus-client, hence here. It is new for each run, and removed on exit:
+    values of an earlier run would be counted again, and another replica's would be summed with
+    this one's. PROMETHEUS_MULTIPROC_DIR, when set, says where to make it (a tmpfs, a volume)."""
     if not settings.metrics:
         yield
         return
-    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if given:
-        os.makedirs(given, exist_ok=True)
-        for stale in glob.glob(os.path.join(given, "*.db")):
-            os.remove(stale)
-        yield
-        return
-    made = tempfile.mkdtemp(prefix="mab-metrics-")
+    parent = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    if parent is not None:
+        os.makedirs(parent, exist_ok=True)
+    made = tempfile.mkdtemp(prefix=f"mab-metrics-{os.getpid()}-", dir=parent)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
     try:
         yield
     finally:
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if parent is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = parent
         shutil.rmtree(made, ignore_errors=True)
 
 

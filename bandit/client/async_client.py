@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -123,19 +124,24 @@ class AsyncClient:
     async def post_feedback(self, items: Sequence[Item], *, timeout_s: float | None = None) -> httpx.Response:
         """POST /feedback with these (already checked) items, the answer as it came: what the batcher builds on.
 
-        `timeout_s` shortens the client's timeout for this request (never lengthens it); Unreachable
-        when no answer came.
+        `timeout_s` is the whole time the request may take (the batcher's time left before close()'s
+        deadline), however it is spent (waiting for a connection, connecting, sending, waiting for
+        the answer); without it, the client's timeout applies to each phase. Unreachable when no
+        answer came.
         """
         timeout = self.timeout if timeout_s is None else max(0.001, min(self.timeout, timeout_s))
         try:
-            return await self._http.post(
-                "/feedback",
-                content=calls.feedback_body(items),
-                headers=self.endpoint.feedback_headers,
-                timeout=timeout,
-            )
+            async with asyncio.timeout(timeout_s):
+                return await self._http.post(
+                    "/feedback",
+                    content=calls.feedback_body(items),
+                    headers=self.endpoint.feedback_headers,
+                    timeout=timeout,
+                )
         except httpx.TransportError as error:
             raise calls.unreachable("POST /feedback", self.url, error) from error
+        except TimeoutError:  # asyncio.timeout's, past the whole time (httpx's own are TransportErrors)
+            raise calls.out_of_time("POST /feedback", self.url, timeout) from None
 
     def batcher(
         self,

@@ -10,8 +10,8 @@ from bandit.client.limits import MAX_FEEDBACK_ITEMS, Item
 DEFAULT_MAX_BUFFERED = 100_000
 #: How long close() waits by default for what is left to be acknowledged.
 DEFAULT_CLOSE_TIMEOUT_S = 10.0
-#: What close() allows past its deadline for the sender to notice it and stop.
-JOIN_GRACE_S = 1.0
+#: What close() waits past its deadline for an answer already on its way, before it fails what is left itself.
+CLOSE_GRACE_S = 0.25
 #: Why rewards still unacknowledged when close() gave up failed.
 NOT_ACKNOWLEDGED_IN_TIME = "not acknowledged before close()'s deadline"
 
@@ -78,3 +78,7 @@ class RewardBuffer:
             batch.append((decision, reward))
         self._taken += count
         return batch
+
+    def take_all(self) -> list[Item]:
+        """Every item still buffered (close() gives up on them)."""
+        return self.take(len(self._items))

@@ -10,6 +10,10 @@ sync and the async batcher run the same loop around this:
 
 A part is always sent again exactly as it was: the service counts each decision once, so a
 batch whose 202 was lost on the way back counts once when it is sent again.
+
+close() may give up on a delivery while one of its posts is still on its way (`given_up`): its
+items are failed then, once. An answer that comes afterwards settles nothing more; a 202 is only
+counted as `acknowledged_late`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from bandit.client.backoff import Backoff
+from bandit.client.buffer import NOT_ACKNOWLEDGED_IN_TIME
 from bandit.client.errors import ApiError
 from bandit.client.limits import Item
 from bandit.client.results import FeedbackResult
@@ -65,6 +70,8 @@ class Outcome:
     #: Set: the next part goes after this many seconds (0: at once, e.g. a batch split in halves).
     retry_in_s: float | None = None
     retry_reason: str | None = None
+    #: Items already failed by close()'s deadline that a 202 covered after all (they stay failed).
+    acknowledged_late: int = 0
 
 
 class Delivery:
@@ -75,12 +82,16 @@ class Delivery:
         self._backoff = backoff
         self._rng = rng
         self._retries = 0
+        # The items of the post on its way when the delivery was given up on (what a late 202 covers).
+        self._given_up_in_flight = 0
 
     def next_part(self) -> list[Item] | None:
         """The items to post next (the same list again after a retry), None when all are settled."""
         return self._parts[0] if self._parts else None
 
     def answered(self, response: httpx.Response) -> Outcome:
+        if not self._parts:  # given up on while this post was on its way: its items are failed already
+            return Outcome(acknowledged_late=self._given_up_in_flight if response.is_success else 0)
         status = response.status_code
         part = self._parts[0]
         if response.is_success:
@@ -108,11 +119,14 @@ class Delivery:
         return Outcome(failed=_failures(part, status, refusal.detail))
 
     def unreachable(self, reason: str) -> Outcome:
+        if not self._parts:  # given up on meanwhile: nothing left to retry
+            return Outcome()
         return self._retry(f"unreachable: {reason}", None)
 
     def abandon(self, reason: str) -> Outcome:
-        """Give up on every item not settled yet (the close deadline passed)."""
+        """Give up on every item not settled yet (the close deadline passed); nothing once given up on."""
         failed = [failure for part in self._parts for failure in _failures(part, None, reason)]
+        self._given_up_in_flight = len(self._parts[0]) if self._parts else 0
         self._parts.clear()
         return Outcome(failed=failed)
 
@@ -129,6 +143,8 @@ def _failures(part: list[Item], status: int | None, reason: str) -> list[Feedbac
     return [FeedbackFailure(decision, reward, status, reason) for decision, reward in part]
 
 
-def unanswered(items: list[Item], reason: str) -> list[FeedbackFailure]:
-    """Items given up on before they were ever sent (still buffered at the close deadline)."""
-    return _failures(items, None, reason)
+def given_up(in_flight: Delivery | None, buffered: list[Item]) -> Outcome:
+    """What close() fails at its deadline: the delivery on its way (if any), then what is still buffered."""
+    outcome = Outcome() if in_flight is None else in_flight.abandon(NOT_ACKNOWLEDGED_IN_TIME)
+    outcome.failed.extend(_failures(buffered, None, NOT_ACKNOWLEDGED_IN_TIME))
+    return outcome

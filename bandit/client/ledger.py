@@ -33,6 +33,9 @@ class BatcherCounters:
     rejected: int
     #: Never acknowledged, given up: the whole request refused for good (401/403 token, 404...) or the close deadline.
     failed: int
+    #: Of `failed` at close()'s deadline: those whose 202 came after all, too late. They stay in `failed`
+    #: (on_error had them); the service did count them, so sending them again finds them duplicates.
+    acknowledged_late: int
     #: Buffered or in flight, not settled yet.
     pending: int
     #: add() refused them: the buffer was full. Never sent.
@@ -48,6 +51,7 @@ class Ledger:
 
     def __init__(self, on_error: OnError | None) -> None:
         self.added = self.sent = self.accepted = self.duplicate = self.rejected = self.failed = 0
+        self.acknowledged_late = 0
         self.dropped = self.retries = 0
         self.last_retry_reason: str | None = None
         self._on_error = on_error
@@ -74,6 +78,7 @@ class Ledger:
         self.duplicate += outcome.duplicate
         self.rejected += len(outcome.rejected)
         self.failed += len(outcome.failed)
+        self.acknowledged_late += outcome.acknowledged_late
         if outcome.retry_in_s is not None:
             self.retries += 1
             self.last_retry_reason = outcome.retry_reason
@@ -86,6 +91,7 @@ class Ledger:
             duplicate=self.duplicate,
             rejected=self.rejected,
             failed=self.failed,
+            acknowledged_late=self.acknowledged_late,
             pending=self.added - self.settled,
             dropped=self.dropped,
             retries=self.retries,
@@ -96,6 +102,11 @@ class Ledger:
         """Log what the outcome holds worth telling, and hand its failures to on_error (outside any lock)."""
         if outcome.retry_in_s:
             log.info("feedback batch sent again in %.2f s: %s", outcome.retry_in_s, outcome.retry_reason)
+        if outcome.acknowledged_late:
+            log.info(
+                "%d reward(s) failed at close()'s deadline were acknowledged after it: the service counted them",
+                outcome.acknowledged_late,
+            )
         for failures, what in ((outcome.rejected, "refused by the service"), (outcome.failed, "not delivered")):
             if not failures:
                 continue

@@ -123,10 +123,12 @@ class Client:
     def post_feedback(self, items: Sequence[Item], *, timeout_s: float | None = None) -> httpx.Response:
         """POST /feedback with these (already checked) items, the answer as it came: what the batcher builds on.
 
-        `timeout_s` shortens the client's timeout for this request (never lengthens it); Unreachable
-        when no answer came.
+        `timeout_s` is the whole time the request may take (the batcher's time left before close()'s
+        deadline): shared out between httpx's phases (`calls.PHASE_SHARES`), none longer than the
+        client's timeout. Without it, the client's timeout applies to each phase. Unreachable when
+        no answer came.
         """
-        timeout = self.timeout if timeout_s is None else max(0.001, min(self.timeout, timeout_s))
+        timeout = self.timeout if timeout_s is None else calls.within(timeout_s, self.timeout)
         try:
             return self._http.post(
                 "/feedback",

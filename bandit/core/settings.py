@@ -100,6 +100,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_event_streams: int = 64
     # GET /metrics and the counting behind it (bandit/telemetry/metrics.py); False: neither.
     metrics: bool = True
+    # A scrape's text is reused for this long by the worker that rendered it: rendering costs
+    # ~20 µs per series (~1 s at 1,000 experiments of 3 arms), so a client scraping in a loop
+    # costs at most one render per this many seconds. 0: every scrape renders.
+    metrics_max_age_s: float = 5.0
+    # Bearer token that may read /metrics (the admin token may too); unset: as the dashboard.
+    metrics_token: str | None = None
     log_level: str = "info"
     # "text" (one line per record, for people) or "json" (one JSON object per line, for collectors).
     log_format: str = "text"
@@ -148,6 +154,8 @@ _ENVIRONMENT = {
     "dashboard_public": "BANDIT_DASHBOARD_PUBLIC",
     "max_event_streams": "BANDIT_MAX_EVENT_STREAMS",
     "metrics": "BANDIT_METRICS",
+    "metrics_max_age_s": "BANDIT_METRICS_MAX_AGE",
+    "metrics_token": "BANDIT_METRICS_TOKEN",
     "log_level": "BANDIT_LOG_LEVEL",
     "log_format": "BANDIT_LOG_FORMAT",
 }
@@ -183,6 +191,8 @@ def load_settings(overrides: Mapping[str, object] | None = None, environ: Mappin
     if settings.log_format not in LOG_FORMATS:
         format_given = settings.log_format
         raise SettingsError(f"Setting 'log_format' (BANDIT_LOG_FORMAT) must be text or json, not {format_given!r}")
+    if settings.metrics_max_age_s < 0:
+        raise SettingsError("Setting 'metrics_max_age_s' (BANDIT_METRICS_MAX_AGE) must be >= 0 seconds")
     if settings.max_experiments < 1 or settings.max_api_body_bytes < 1:
         raise SettingsError("BANDIT_MAX_EXPERIMENTS and BANDIT_MAX_API_BODY_BYTES must be >= 1")
     _check_limits(settings)
@@ -212,7 +222,24 @@ def _check_limits(settings: Settings) -> None:
             raise SettingsError(f"{variable} must be > 0 (it is {value})")
 
 
+def redis_userinfo(url: str) -> tuple[str, str, str] | None:
+    """(scheme, userinfo, the rest) of a Redis URL with credentials, the userinfo read up to the
+    *last* `@`: a password holding an unencoded `#`, `/` or `?` ends the authority early for
+    `urlsplit` (and so for redis-py). A `@` later in the URL takes more for userinfo, never less."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    return (scheme, userinfo, after) if separator and at else None
+
+
 def _check_redis(settings: Settings) -> None:
+    split = redis_userinfo(settings.redis_url)
+    if split is not None and any(mark in split[1] for mark in "#/?@"):
+        # redis-py would cut the URL at that character: another host, no password or part of one.
+        # The message names the characters, never the URL (it holds the password).
+        raise SettingsError(
+            "BANDIT_REDIS_URL: its user name or password holds #, /, ? or @ unencoded; percent-encode them"
+            " (# as %23, / as %2F, ? as %3F, @ as %40)"
+        )
     if settings.ack_replicas < 0 or settings.ack_timeout_s <= 0:
         raise SettingsError("BANDIT_ACK_REPLICAS must be >= 0 and BANDIT_ACK_TIMEOUT > 0 seconds")
     if not settings.redis_cluster:

@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bandit.core.errors import StoreUnavailable
+from bandit.core.settings import redis_userinfo
 
 #: What the stores talk to: one Redis, or a Redis Cluster (every experiment in one slot of it).
 StoreClient: TypeAlias = Redis | RedisCluster
@@ -146,12 +147,16 @@ _PASSWORD_PARAMETER = "password"
 def url_passwords(url: str) -> list[str]:
     """Every password `url` carries (its userinfo's, a `password=` parameter's), as written and
     percent-decoded: the forms in which one could reach a message."""
+    forms: set[str] = set()
+    split = redis_userinfo(url)
+    if split is not None:
+        password = split[1].partition(":")[2]
+        forms |= {password, unquote(password)}
     try:
-        parts = urlsplit(url)
-        forms = {parts.password, unquote(parts.password)} if parts.password else set()
+        query = urlsplit(url).query
     except ValueError:
-        return []
-    for parameter in parts.query.split("&"):
+        query = ""
+    for parameter in query.split("&"):
         key, _equals, value = parameter.partition("=")
         if key == _PASSWORD_PARAMETER and value:
             forms |= {value, unquote_plus(value)}  # redis-py reads the query as a form does
@@ -160,19 +165,20 @@ def url_passwords(url: str) -> list[str]:
 
 def masked_url(url: str) -> str:
     """`url` with each password in it replaced by ***, the user name kept: for messages and logs."""
+    split = redis_userinfo(url)
+    if split is not None:
+        scheme, userinfo, after = split
+        user, colon, _password = userinfo.partition(":")
+        url = f"{scheme}://{user}:{MASK}@{after}" if colon else url
     try:
         parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _at, host = netloc.rpartition("@")
-            netloc = f"{userinfo.partition(':')[0]}:{MASK}@{host}"
     except ValueError:
         return "<a Redis URL that does not parse>"
     query = "&".join(
         f"{_PASSWORD_PARAMETER}={MASK}" if parameter.partition("=")[0] == _PASSWORD_PARAMETER else parameter
         for parameter in parts.query.split("&")
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 def as_text(value: bytes | str) -> str:

@@ -30,8 +30,12 @@ FENCE_TTL_S = 60
 class NotReplicated(StoreUnavailable):
     """The write did not reach the replicas asked for in time: answered 503, to be resent.
 
-    Resending is safe: the write is idempotent (a reward counted once per decision).
+    Resending is safe: the write is idempotent (a reward counted once per decision). The write
+    did happen on the primary: `written` is what it returned (e.g. which rewards it counted), so
+    the caller's own accounting (the metrics) matches what the primary holds.
     """
+
+    written: Any = None
 
 
 class KeyConnections:
@@ -183,7 +187,11 @@ class Durability:
                     acknowledged: Any = await connection.wait(self.replicas, max(1, int(self.timeout_s * 1000)))
                 except ResponseError as error:
                     acknowledged = error
-        self._check(acknowledged)
+        try:
+            self._check(acknowledged)
+        except NotReplicated as error:
+            error.written = result
+            raise
         return result
 
     def _check(self, acknowledged: Any) -> None:

@@ -69,9 +69,13 @@ class InvokeTracer:
         return span, forwarded
 
     @staticmethod
-    def decided(span: Span, arm: str, decision: str) -> None:
-        span.set_attribute("mab.arm", arm)
-        span.set_attribute("mab.decision", decision)
+    def failed(span: Span, kind: str) -> None:
+        """The arm failed the request (`kind`: bandit.telemetry.metrics.ERROR_KINDS), whatever status
+        the client got: an answer broken off after its headers went out as a 200."""
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_attribute("mab.failure", kind)
+        span.set_status(Status(StatusCode.ERROR, kind))
 
     @staticmethod
     def finish(span: Span, status: int | None) -> None:
@@ -81,7 +85,7 @@ class InvokeTracer:
         if status is not None:
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
+                span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
         span.end()
 
     def shutdown(self) -> None:

@@ -130,6 +130,18 @@ def test_lifecycle_pause_promote_resume_reset(
     assert invoke(service, name)[0].status_code == 404
 
 
+def test_a_patch_that_makes_the_promoted_arm_a_shadow_ends_the_promotion(
+    service: ServiceProcess, models: ModelServers, admin: httpx.Client, name: str
+) -> None:
+    admin.post("/api/experiments", json=experiment_body(name, models)).raise_for_status()
+    assert admin.post(f"/api/experiments/{name}/promote", json={"arm": "v3"}).json()["status"] == "promoted"
+    arms = [{"name": n, "url": u, "shadow": n == "v3"} for n, u in models.urls.items()]
+    patched = admin.patch(f"/api/experiments/{name}", json={"arms": arms}).json()
+    # A shadow arm serves nothing: all traffic cannot go to it, so the policy routes again.
+    assert (patched["status"], patched["promoted_arm"]) == ("running", None)
+    wait_until(lambda: {r.headers["X-Bandit-Arm"] for r in invoke(service, name, 30)} <= {"v1", "v2"}, 5, "v3 out")
+
+
 def test_blue_green_promote_swaps_the_split(
     service: ServiceProcess, models: ModelServers, admin: httpx.Client, name: str
 ) -> None:

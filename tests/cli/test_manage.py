@@ -11,8 +11,10 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -362,11 +364,72 @@ def test_promote_without_an_arm_swaps_a_blue_green_split(
     assert mab(own_service, "apply", "-f", write(tmp_path / "bg.toml", blue_green_toml(name, models))).code == 0
     swapped = mab(own_service, "promote", name)
     assert swapped.out == f"promoted {name}: running (static split: blue 0, green 1), version 2\n"
-    # The weights are in the file: the next apply shows them going back.
-    assert (
-        "    policy.weights: [0.0, 1.0] → null\n"
-        in mab(own_service, "apply", "-f", str(tmp_path / "bg.toml"), "--dry-run").out
-    )
+
+
+RESTORES = (
+    "    ! traffic split: blue 0%, green 100% → blue 100%, green 0% (the file's split)\n"
+    "    ! restores the file's split: the live weights put all traffic on green (a promotion made outside the file?); "
+    "to keep that cut-over, write it into the file or apply with --keep-traffic\n"
+)
+
+
+def test_apply_after_a_blue_green_promotion_says_it_restores_the_split_or_keeps_it_with_keep_traffic(
+    own_service: ServiceProcess, api: httpx.Client, models: ModelServers, tmp_path: Path
+) -> None:
+    name = unique("bluegreen")
+    path = write(tmp_path / "bg.toml", blue_green_toml(name, models))
+    assert mab(own_service, "apply", "-f", path).code == 0
+    assert mab(own_service, "promote", name).code == 0
+
+    def policy() -> Any:
+        return api.get(f"/api/experiments/{name}").json()["policy"]
+
+    # The job that applies on merge: with --keep-traffic the cut-over stays, and the plan says why.
+    for _ in range(2):
+        kept = mab(own_service, "apply", "-f", path, "--keep-traffic")
+        assert kept.code == 0
+        assert (
+            f"= unchanged {name}\n    ! traffic split kept as live (--keep-traffic): blue 0%, green 100%; " in kept.out
+        )
+        assert policy() == {"kind": "static", "weights": [0.0, 1.0]}
+
+    # Without it the file's split comes back: the dry run and the apply say so, plainly.
+    dry = mab(own_service, "apply", "-f", path, "--dry-run")
+    assert f"~ update {name}\n    policy.weights: [0.0, 1.0] → null\n{RESTORES}" in dry.out
+    assert policy() == {"kind": "static", "weights": [0.0, 1.0]}
+    applied = mab(own_service, "apply", "-f", path, "--json")
+    (action,) = [a for a in applied.json()["actions"] if a["experiment"] == name]
+    assert action["notes"][1].startswith("restores the file's split: the live weights put all traffic on green")
+    assert policy() == {"kind": "static", "weights": None}  # blue (weight 1) takes the traffic again
+    assert "running (static split: blue 1, green 0)" in mab(own_service, "get", name).out
+
+
+def one_arm_ranker_toml(name: str, models: ModelServers) -> str:
+    """`ranker_toml` less its second arm, v2."""
+    return ranker_toml(name, models).split("[[experiments." + name + '.arms]]\nname = "v2"')[0]
+
+
+def test_a_file_that_removes_the_promoted_arm_says_the_update_ends_the_promotion_which_it_does(
+    own_service: ServiceProcess, api: httpx.Client, models: ModelServers, tmp_path: Path
+) -> None:
+    name = unique("ranker")
+    path = tmp_path / "experiments.toml"
+    assert mab(own_service, "apply", "-f", write(path, ranker_toml(name, models))).code == 0
+    assert mab(own_service, "promote", name, "v2").code == 0
+    write(path, one_arm_ranker_toml(name, models))
+
+    header = f"~ update {name} (ends the promotion of v2, which the file removes: the policy routes again)\n"
+    assert header in mab(own_service, "apply", "-f", str(path), "--dry-run").out
+    refused = mab(own_service, "apply", "-f", str(path), "--keep-traffic")
+    assert (refused.code, refused.out) == (2, "")
+    assert refused.err.startswith(f'mab: experiment "{name}": the update would move its live traffic (ends the ')
+    stored = api.get(f"/api/experiments/{name}").json()
+    assert (stored["status"], stored["promoted_arm"], len(stored["arms"])) == ("promoted", "v2", 2)
+
+    applied = mab(own_service, "apply", "-f", str(path))
+    assert applied.code == 0 and header in applied.out
+    stored = api.get(f"/api/experiments/{name}").json()
+    assert (stored["status"], stored["promoted_arm"], len(stored["arms"])) == ("running", None, 1)
 
 
 # -- refusals and exit codes ------------------------------------------------------------------------------
@@ -435,6 +498,115 @@ def test_an_apply_refused_half_way_says_how_far_it_got_and_exits_1(
     assert (ran.json()["dry_run"], ran.json()["made"]) == (False, 1)
     assert api.get(f"/api/experiments/{small}").status_code == 200
     assert api.get(f"/api/experiments/{large}").status_code == 404
+
+
+class CutAt:
+    """A TCP relay in front of the service that drops a connection, unanswered, at the first request
+    that starts with `request` (as a crash or a network cut half-way through an apply would)."""
+
+    def __init__(self, service: ServiceProcess, request: bytes) -> None:
+        self.target = ("127.0.0.1", service.port)
+        self.request = request
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, self.request), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, cut_at: bytes | None) -> None:
+        seen = b""
+        try:
+            while data := source.recv(65536):
+                seen = seen[-len(cut_at or b"") :] + data
+                if cut_at is not None and cut_at in seen:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_apply_cut_off_half_way_says_how_far_it_got_and_exits_3(
+    own_service: ServiceProcess, api: httpx.Client, models: ModelServers, tmp_path: Path
+) -> None:
+    new, changed = unique("new"), unique("changed")
+    create(api, changed, models)
+    text = ranker_toml(new, models) + ranker_toml(changed, models).replace(models.urls["v2"], models.urls["v3"])
+    path = write(tmp_path / "experiments.toml", text)
+    relay = CutAt(own_service, f"PATCH /api/experiments/{changed} ".encode())
+    try:
+        ran = mab(relay.url, "apply", "-f", path)
+        assert ran.code == 3
+        assert f"created {new}\n" in ran.out and "updated" not in ran.out
+        first, second = ran.err.splitlines()
+        assert first.startswith(
+            f"mab: update {changed}: could not reach the service at {relay.url} (PATCH /api/experiments/{changed}): "
+        )
+        assert second == (
+            "mab: 1 of 2 changes made before it, and this one perhaps (no answer came); apply again once the "
+            "service is reachable: the plan then shows what is left"
+        )
+        as_json = mab(relay.url, "apply", "-f", path, "--json")
+        assert as_json.code == 3 and "mab: 0 of 1 changes made before it, and this one perhaps" in as_json.err
+        answer = as_json.json()
+        assert (answer["made"], answer["failed"]) == (0, {"action": "update", "experiment": changed})
+    finally:
+        relay.close()
+    # What is left is what the next plan shows: the update, not the creation made before the cut.
+    again = mab(own_service, "apply", "-f", path)
+    assert again.code == 0 and f"= unchanged {new}\n~ update {changed}\n" in again.out
+
+
+def test_a_rename_under_prune_at_the_experiment_limit_says_the_deletion_is_pending_and_how_to_go_on(
+    own_service: ServiceProcess, models: ModelServers, tmp_path: Path
+) -> None:
+    # A service of its own (another database of this module's Redis) that holds one experiment at most.
+    limited = ServiceProcess(own_service.redis_url.rsplit("/", 1)[0] + "/1", BANDIT_MAX_EXPERIMENTS="1").start()
+    try:
+        old, new = unique("old"), unique("new")
+        path = tmp_path / "experiments.toml"
+        assert mab(limited, "apply", "-f", write(path, ranker_toml(old, models))).code == 0
+        write(path, ranker_toml(new, models))  # renamed
+        limit = (
+            f"mab: create {new}: refused by the service (409): the limit of 1 experiments (BANDIT_MAX_EXPERIMENTS) "
+            "is reached: delete one or raise the limit\n"
+        )
+        ran = mab(limited, "apply", "-f", str(path), "--prune")
+        assert ran.code == 1
+        assert ran.err == (
+            limit + f"mab: 1 deletion is pending ({old}): apply runs them after the creations, so that a refused "
+            f"creation never leaves fewer experiments than before; apply them first with `mab delete {old}` and "
+            "apply again, or raise BANDIT_MAX_EXPERIMENTS\n"
+            "mab: 0 of 2 changes made before it; apply again once it is fixed\n"
+        )
+        assert [e["name"] for e in mab(limited, "list", "--json").json()] == [old]  # nothing lost
+        # No deletion pending, no such advice: the limit's own words.
+        assert (
+            mab(limited, "apply", "-f", str(path)).err
+            == limit + "mab: 0 of 1 changes made before it; apply again once it is fixed\n"
+        )
+
+        assert mab(limited, "delete", old).code == 0
+        assert mab(limited, "apply", "-f", str(path), "--prune").code == 0
+        assert [e["name"] for e in mab(limited, "list", "--json").json()] == [new]
+    finally:
+        limited.stop()
 
 
 def test_a_service_that_does_not_listen_exits_3() -> None:

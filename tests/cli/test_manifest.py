@@ -318,7 +318,85 @@ def test_prune_with_files_that_name_nothing_is_refused() -> None:
 def test_a_paused_or_promoted_experiment_is_said_to_stay_so() -> None:
     edited = msgspec.structs.replace(BASE, policy=ThompsonSettings(discount=0.9))
     plan = make_plan([edited], [live(BASE, status="promoted", promoted_arm="v2")], prune=False)
-    assert "~ update checkout-ranker (stays promoted: apply changes no lifecycle)" in plan.describe()
+    assert "~ update checkout-ranker (stays promoted to v2: apply changes no lifecycle)" in plan.describe()
+    paused = make_plan([edited], [live(BASE, status="paused")], prune=False, keep_traffic=True)
+    assert "~ update checkout-ranker (stays paused: apply changes no lifecycle)" in paused.describe()
+
+
+def test_an_update_that_moves_a_paused_or_promoted_experiments_traffic_says_so_and_keep_traffic_refuses_it() -> None:
+    # The service ends a promotion whose arm a PATCH removes (bandit/api/experiments.py, `update`).
+    only_v1 = msgspec.structs.replace(BASE, arms=BASE.arms[:1])
+    promoted = [live(BASE, status="promoted", promoted_arm="v2")]
+    (action,) = make_plan([only_v1], promoted, prune=False).actions
+    assert action.lifecycle == "ends the promotion of v2, which the file removes: the policy routes again"
+    assert f"~ update checkout-ranker ({action.lifecycle})\n" in make_plan([only_v1], promoted, prune=False).describe()
+    assert action.to_json()["lifecycle"] == action.lifecycle
+    # Paused sends everything to the first serving arm: a file that reorders the arms moves it.
+    reordered = msgspec.structs.replace(BASE, arms=BASE.arms[::-1])
+    (paused,) = make_plan([reordered], [live(BASE, status="paused")], prune=False).actions
+    assert paused.lifecycle == "stays paused, but all its traffic moves from v1 to v2, the new first serving arm"
+    for spec, state in [(only_v1, promoted[0]), (reordered, live(BASE, status="paused"))]:
+        with pytest.raises(PlanError, match=r'^experiment "checkout-ranker": the update would move its live traffic'):
+            make_plan([spec], [state], prune=False, keep_traffic=True)
+
+
+BLUE_GREEN = manifest(
+    '[experiments.bg]\npolicy = { kind = "static" }\narms = [\n'
+    '  { name = "blue", url = "http://10.0.1.5:8080", weight = 1 },\n'
+    '  { name = "green", url = "http://10.0.1.6:8080", weight = 0 },\n]\n'
+)["bg"]
+#: What `mab promote bg` leaves on the service: all weight on green, in policy.weights.
+CUT_OVER = live(msgspec.structs.replace(BLUE_GREEN, policy=StaticSettings(weights=[0.0, 1.0])))
+
+
+def test_applying_a_static_split_over_a_promotion_restores_the_files_split_and_says_so() -> None:
+    plan = make_plan([BLUE_GREEN], [CUT_OVER], prune=False)
+    (action,) = plan.actions
+    assert action.body == {"policy": {"kind": "static", "weights": None}}
+    assert plan.describe().splitlines()[:4] == [
+        "~ update bg",
+        "    policy.weights: [0.0, 1.0] → null",
+        "    ! traffic split: blue 0%, green 100% → blue 100%, green 0% (the file's split)",
+        "    ! restores the file's split: the live weights put all traffic on green (a promotion made outside the "
+        "file?); to keep that cut-over, write it into the file or apply with --keep-traffic",
+    ]
+    assert action.to_json()["notes"] == list(action.notes)
+    # A split the file itself changes, with no arm holding all traffic live: the shares, no guess.
+    canary = msgspec.structs.replace(BLUE_GREEN, policy=StaticSettings(weights=[0.8, 0.2]))
+    (moved,) = make_plan(
+        [canary], [live(msgspec.structs.replace(canary, policy=StaticSettings(weights=[0.9, 0.1])))], prune=False
+    ).actions
+    assert moved.notes == ("traffic split: blue 90%, green 10% → blue 80%, green 20% (the file's split)",)
+    # A learning policy has no split to show.
+    assert (
+        make_plan([BASE], [live(msgspec.structs.replace(BASE, policy=ThompsonSettings(discount=0.9)))], prune=False)
+        .actions[0]
+        .notes
+        == ()
+    )
+
+
+def test_keep_traffic_keeps_a_live_split_and_applies_the_rest_of_the_file() -> None:
+    (same,) = make_plan([BLUE_GREEN], [CUT_OVER], prune=False, keep_traffic=True).actions
+    assert (same.verb, same.body) == ("unchanged", None)
+    assert same.notes == (
+        "traffic split kept as live (--keep-traffic): blue 0%, green 100%; the file's is blue 100%, green 0%",
+    )
+    # Another change of the file goes; the split (policy.weights and each arm's weight) stays as live.
+    moved_blue = msgspec.structs.replace(
+        BLUE_GREEN, arms=[msgspec.structs.replace(BLUE_GREEN.arms[0], url="http://10.0.1.7:8080"), BLUE_GREEN.arms[1]]
+    )
+    (update,) = make_plan([moved_blue], [CUT_OVER], prune=False, keep_traffic=True).actions
+    assert [str(change) for change in update.changes] == [
+        'arms[0].url: "http://10.0.1.5:8080" → "http://10.0.1.7:8080"'
+    ]
+    assert set(update.body or {}) == {"arms"}
+    assert [arm["weight"] for arm in (update.body or {})["arms"]] == [1.0, 0.0]  # the live arms' own, as before
+    # Over other arms the live split cannot be kept: refused, not guessed.
+    red = msgspec.structs.replace(BLUE_GREEN.arms[1], name="red", url="http://10.0.1.8:8080")
+    three = msgspec.structs.replace(BLUE_GREEN, arms=[*BLUE_GREEN.arms, red])
+    with pytest.raises(PlanError, match=r'^experiment "bg": --keep-traffic cannot keep the live split \(blue 0%, '):
+        make_plan([three], [CUT_OVER], prune=False, keep_traffic=True)
 
 
 def test_patch_changes_everything_of_a_spec_but_the_name_which_is_the_key() -> None:

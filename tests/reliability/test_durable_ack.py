@@ -55,7 +55,7 @@ def primary_with_replica() -> Iterator[tuple[str, int, str]]:
 def test_feedback_is_acknowledged_only_once_a_replica_holds_it(primary_with_replica: tuple[str, int, str]) -> None:
     url, primary_port, workdir = primary_with_replica
     models = ModelServers(["v1:0.5"])
-    service = ServiceProcess(url, BANDIT_ACK_REPLICAS="1", BANDIT_ACK_TIMEOUT="0.3").start()
+    service = ServiceProcess(url, BANDIT_ACK_REPLICAS="1", BANDIT_ACK_TIMEOUT="0.3", BANDIT_METRICS_MAX_AGE="0").start()
     try:
         with httpx.Client(base_url=service.url, timeout=10) as client:
             admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -88,6 +88,11 @@ def test_feedback_is_acknowledged_only_once_a_replica_holds_it(primary_with_repl
                 assert resent.status_code == 202 and resent.json()["duplicate"] == 2, resent.text
                 stats = client.get("/api/experiments/durable/stats", headers=admin).json()
                 assert stats["totals"]["rewards"] == 3
+                # The metrics booked the rewards when the primary counted them, as stats did.
+                metrics = client.get("/metrics").text
+                assert 'mab_feedback_items_total{experiment="durable",outcome="accepted"} 3.0' in metrics
+                assert 'mab_feedback_items_total{experiment="durable",outcome="duplicate"} 2.0' in metrics
+                assert 'mab_reward_sum{arm="v1",experiment="durable"} 3.0' in metrics
             finally:
                 back.terminate()
                 back.wait(timeout=10)

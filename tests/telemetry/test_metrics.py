@@ -3,6 +3,7 @@ state, and what they say while Redis is away."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bandit.cli.local_redis import free_port, start_redis
+from bandit.cli.servers import metrics_directory
+from bandit.core.settings import load_settings
 from tests.conftest import experiment_body
 from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess, wait_until
 
@@ -23,8 +26,12 @@ def scrape(url: str) -> Samples:
     answer = httpx.get(f"{url}/metrics", timeout=10)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return scrape_text(answer.text)
+
+
+def scrape_text(text: str) -> Samples:
     samples: Samples = {}
-    for family in text_string_to_metric_families(answer.text):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
@@ -44,9 +51,13 @@ def two_workers(
     clean_test_db: str, models: ModelServers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServiceProcess, Path]]:
     directory = tmp_path_factory.mktemp("metrics")
-    service = ServiceProcess(clean_test_db, BANDIT_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(directory)).start()
+    service = ServiceProcess(
+        clean_test_db, BANDIT_WORKERS="2", BANDIT_METRICS_MAX_AGE="0", PROMETHEUS_MULTIPROC_DIR=str(directory)
+    ).start()
     yield service, directory
     service.stop()
+    # The run's own directory under the one named is gone with it: nothing is counted twice next time.
+    assert list(directory.iterdir()) == []
 
 
 def invoke_many(url: str, experiment: str, path: str, count: int) -> list[httpx.Response]:
@@ -88,7 +99,7 @@ def test_counters_of_both_workers_equal_the_stats(
         assert all(answer.status_code == 200 for answer in answers)
         stats = settled_stats(admin, name, 300)
         # Every worker wrote its own values: a scrape of one that summed only its own would fall short.
-        assert len(list(directory.glob("counter_*.db"))) >= 2, list(directory.iterdir())
+        assert len(list(directory.glob("mab-metrics-*/counter_*.db"))) >= 2, list(directory.rglob("*"))
         wait_until(
             lambda: (
                 value(scrape(service.url), "mab_shadow_requests_total", experiment=name, arm="shadow", outcome="sent")
@@ -219,7 +230,7 @@ def test_feedback_outcomes_and_reward_sums_equal_the_stats(
 
 def test_a_service_without_redis_still_serves_its_counters(models: ModelServers, tmp_path: Path) -> None:
     process, url = start_redis(workdir=tmp_path)
-    service = ServiceProcess(url, BANDIT_SECRET="metrics-test-secret").start()
+    service = ServiceProcess(url, BANDIT_SECRET="metrics-test-secret", BANDIT_METRICS_MAX_AGE="0").start()
     try:
         name = "metrics-outage"
         with httpx.Client(base_url=service.url, headers=AUTH, timeout=10) as admin:
@@ -249,3 +260,51 @@ def test_metrics_can_be_turned_off(clean_test_db: str) -> None:
         assert "BANDIT_METRICS" in answer.json()["detail"]
     finally:
         service.stop()
+
+
+def test_a_scrape_is_reused_for_its_max_age_and_a_metrics_token_guards_it(
+    clean_test_db: str, models: ModelServers
+) -> None:
+    service = ServiceProcess(clean_test_db, BANDIT_METRICS_MAX_AGE="2", BANDIT_METRICS_TOKEN="scrape-token").start()
+    try:
+        url = f"{service.url}/metrics"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        scraper = {"Authorization": "Bearer scrape-token"}
+        first = httpx.get(url, headers=scraper)
+        assert first.status_code == 200
+        assert httpx.get(url, headers=AUTH).status_code == 200  # the admin token may read them too
+        name = "metrics-cached"
+        with httpx.Client(base_url=service.url, headers=AUTH, timeout=10) as admin:
+            assert admin.post("/api/experiments", json=experiment_body(name, models)).status_code == 201
+        invoke_many(service.url, name, "predict", 5)
+        # Within the max age, every scrape gets the text rendered first: the new traffic is not in it.
+        again = httpx.get(url, headers=scraper)
+        assert again.text == first.text and name not in again.text
+        wait_until(lambda: name in httpx.get(url, headers=scraper).text, 5, "a fresh render after 2 s")
+        samples = scrape_text(httpx.get(url, headers=scraper).text)
+        assert sum(matching(samples, "mab_decisions_total", experiment=name).values()) == 5
+    finally:
+        service.stop()
+    # The token is a secret like the others: never in the log.
+    assert "scrape-token" not in service.log()
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_each_run_gets_a_metrics_directory_of_its_own(
+    named: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if named:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    else:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings = load_settings(environ={})
+    with metrics_directory(settings):
+        made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert made.is_dir() and made.name.startswith(f"mab-metrics-{os.getpid()}-")
+        assert (made.parent == tmp_path) is named
+        (made / "counter_123.db").write_bytes(b"x")  # what a worker would leave
+    assert not made.exists()
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == (str(tmp_path) if named else None)
+    with metrics_directory(load_settings(environ={"BANDIT_METRICS": "false"})):
+        assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == (str(tmp_path) if named else None)

@@ -100,11 +100,13 @@ def test_spans_are_exported_with_experiment_arm_and_decision(
         traced = httpx.post(f"{service.url}/invoke/{name}/echo", headers=CONTEXT, content=b"{}")
         untraced = httpx.post(f"{service.url}/invoke/{name}/status/503", content=b"{}")
         assert untraced.status_code == 503
-        wait_until(lambda: len(spans) >= 2, 10, "two spans exported")
+        unknown = httpx.post(f"{service.url}/invoke/no-such-experiment/predict", content=b"{}")
+        assert unknown.status_code == 404
+        wait_until(lambda: len(spans) >= 3, 10, "three spans exported")
     finally:
         service.stop()
 
-    by_decision = {attributes(span)["mab.decision"]: (service_name, span) for service_name, span in spans}
+    by_decision = {attributes(span).get("mab.decision"): (service_name, span) for service_name, span in spans}
     service_name, span = by_decision[traced.headers["x-bandit-decision"]]
     assert service_name == "mab-test"
     assert span.name == f"invoke {name}"
@@ -128,7 +130,17 @@ def test_spans_are_exported_with_experiment_arm_and_decision(
     _, failed = by_decision[untraced.headers["x-bandit-decision"]]
     assert failed.trace_id.hex() != TRACE_ID and not failed.parent_span_id
     assert attributes(failed)["http.response.status_code"] == 503
+    assert attributes(failed)["mab.failure"] == "http_5xx"
+    assert attributes(failed)["mab.arm"] == untraced.headers["x-bandit-arm"]
     assert failed.status.code == failed.status.STATUS_CODE_ERROR
+    # A refusal is an invoke too: its span says what was asked and what was answered.
+    _, refused = by_decision[None]
+    assert refused.name == "invoke no-such-experiment"
+    assert attributes(refused) == {
+        "mab.experiment": "no-such-experiment",
+        "http.request.method": "POST",
+        "http.response.status_code": 404,
+    }
 
 
 @pytest.mark.parametrize(

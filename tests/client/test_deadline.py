@@ -1,0 +1,147 @@
+"""close(timeout_s=T) keeps its deadline against a service that never answers: it returns within
+about T, with every reward still unacknowledged booked `failed` once and handed to on_error; an
+answer that comes after that changes nothing but `acknowledged_late`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+
+from bandit.client import AsyncClient, Backoff, BatcherCounters, Client, FeedbackFailure
+from tests.client.stalling import StallingServer
+from tests.servers import ServiceProcess, wait_until
+
+QUICK = Backoff(initial_s=0.02, max_s=0.1)
+REWARDS = [(f"decision-{index}", 1.0) for index in range(5)]
+#: What close(timeout_s=1) may take: its deadline, the short grace for an answer on its way, and a margin.
+WITHIN_S = 1.5
+
+
+def assert_all_failed_at_the_deadline(final: BatcherCounters, reported: list[FeedbackFailure]) -> None:
+    assert (final.added, final.failed, final.sent, final.pending) == (5, 5, 0, 0), final
+    assert sorted(f.decision for f in reported) == sorted(d for d, _ in REWARDS)
+    assert {f.status for f in reported} == {None} and "deadline" in reported[0].reason
+
+
+def test_close_gives_up_on_a_post_in_flight_that_never_answers_at_its_deadline() -> None:
+    # The post went before close(), with the client's own 10 s timeout: close() must not wait for it.
+    reported: list[FeedbackFailure] = []
+    with StallingServer() as server, Client(server.url, timeout=10) as client:
+        batcher = client.batcher(max_delay_s=60, on_error=reported.extend)
+        for decision, value in REWARDS:
+            batcher.add(decision, value)
+        assert not batcher.flush(timeout_s=0.2)
+        wait_until(lambda: server.requests == 1, 5, "the post held by the server")
+        started = time.monotonic()
+        final = batcher.close(timeout_s=1)
+        elapsed = time.monotonic() - started
+        reported_by_close = list(reported)
+    assert elapsed < WITHIN_S, elapsed
+    assert_all_failed_at_the_deadline(final, reported_by_close)
+
+
+def test_an_answer_after_close_gave_up_is_counted_late_and_nothing_else_changes() -> None:
+    reported: list[FeedbackFailure] = []
+    with StallingServer() as server, Client(server.url, timeout=10) as client:
+        batcher = client.batcher(max_delay_s=60, on_error=reported.extend)
+        for decision, value in REWARDS:
+            batcher.add(decision, value)
+        assert not batcher.flush(timeout_s=0.2)
+        wait_until(lambda: server.requests == 1, 5, "the post held by the server")
+        assert batcher.close(timeout_s=0.3).failed == 5
+        server.answer_held()  # the 202 for those five arrives now, after they were booked failed
+        wait_until(lambda: batcher.counters.acknowledged_late == 5, 5, "the late answer counted")
+        late = batcher.counters
+    assert (late.added, late.sent, late.accepted, late.failed, late.pending) == (5, 0, 0, 5, 0), late
+    assert len(reported) == 5  # reported once, by close()
+
+
+def test_a_post_waiting_for_a_connection_and_then_for_its_answer_ends_by_the_deadline() -> None:
+    # One connection, held by an invoke the server answers after 0.9 s: the post waits that long for it,
+    # then for an answer that never comes. Timed phase by phase it would end at about 0.9 + 1 s.
+    transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1))
+    reported: list[FeedbackFailure] = []
+    with (
+        StallingServer(answer_after_s={"/invoke/slow/predict": 0.9}) as server,
+        Client(server.url, timeout=10, transport=transport) as client,
+    ):
+        invoking = threading.Thread(target=client.invoke, args=("slow", "predict"))
+        invoking.start()
+        wait_until(lambda: server.requests == 1, 5, "the invoke holding the one connection")
+        batcher = client.batcher(max_delay_s=60, backoff=QUICK, on_error=reported.extend)
+        for decision, value in REWARDS:
+            batcher.add(decision, value)
+        started = time.monotonic()
+        final = batcher.close(timeout_s=1)
+        elapsed = time.monotonic() - started
+        reported_by_close = list(reported)
+        invoking.join()
+    assert elapsed < WITHIN_S, elapsed
+    assert_all_failed_at_the_deadline(final, reported_by_close)
+
+
+class TimeoutRecorder(httpx.BaseTransport):
+    """Forwards every request, keeping the per-phase timeouts httpx gave it."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.timeouts: list[dict[str, float]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.timeouts.append(request.extensions["timeout"])
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_post_given_a_time_left_splits_it_between_the_phases_of_the_request(service: ServiceProcess) -> None:
+    recorder = TimeoutRecorder()
+    with Client(service.url, timeout=10, transport=recorder) as client:
+        assert client.post_feedback([("not-a-decision", 1.0)], timeout_s=2).status_code == 202
+        assert client.post_feedback([("not-a-decision", 1.0)]).status_code == 202
+    within_time_left, own_timeout = recorder.timeouts
+    assert sum(within_time_left.values()) <= 2, within_time_left  # pool + connect + write + read
+    assert within_time_left["read"] >= 0.5, within_time_left  # the service's answer gets the largest share
+    assert set(own_timeout.values()) == {10}, own_timeout  # without one: the client's timeout, per phase
+
+
+async def test_async_close_gives_up_on_a_post_in_flight_that_never_answers_at_its_deadline() -> None:
+    reported: list[FeedbackFailure] = []
+    with StallingServer() as server:
+        async with AsyncClient(server.url, timeout=10) as client:
+            batcher = client.batcher(max_delay_s=60, on_error=reported.extend)
+            for decision, value in REWARDS:
+                batcher.add(decision, value)
+            assert not await batcher.flush(timeout_s=0.2)
+            started = time.monotonic()
+            final = await batcher.close(timeout_s=1)
+            elapsed = time.monotonic() - started
+            reported_by_close = list(reported)
+            assert server.requests == 1
+    assert elapsed < WITHIN_S, elapsed
+    assert_all_failed_at_the_deadline(final, reported_by_close)
+
+
+async def test_async_post_waiting_for_a_connection_and_then_for_its_answer_ends_by_the_deadline() -> None:
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    reported: list[FeedbackFailure] = []
+    with StallingServer(answer_after_s={"/invoke/slow/predict": 0.9}) as server:
+        async with AsyncClient(server.url, timeout=10, transport=transport) as client:
+            invoking = asyncio.create_task(client.invoke("slow", "predict"))
+            deadline = time.monotonic() + 5
+            while server.requests < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            batcher = client.batcher(max_delay_s=60, backoff=QUICK, on_error=reported.extend)
+            for decision, value in REWARDS:
+                batcher.add(decision, value)
+            started = time.monotonic()
+            final = await batcher.close(timeout_s=1)
+            elapsed = time.monotonic() - started
+            reported_by_close = list(reported)
+            assert (await invoking).status_code == 200
+    assert elapsed < WITHIN_S, elapsed
+    assert_all_failed_at_the_deadline(final, reported_by_close)
