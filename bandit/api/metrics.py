@@ -107,7 +107,7 @@ def _render(registry: CollectorRegistry, shared: list[Metric]) -> bytes:
 class MetricsExposition:
     """The text of this replica's scrape, rendered at most once per `max_age_s` by this worker.
 
-    Rendering reads every worker's metric files and formats each series in Python, ~20 µs a
+    Rendering reads every worker's metric files and formats each series in Python, 10 to 20 µs a
     series (BENCHMARKS.md, issue 14): it runs in a thread, so requests on this worker's loop go
     on meanwhile, and one render serves every scrape that arrives within `max_age_s`, however
     many there are and whoever sends them.

@@ -72,6 +72,13 @@ The batchers (`client.batcher(max_items=500, max_delay_s=1.0, ...)`)
     left, retrying until the deadline, then stop; also at interpreter exit for the sync one,
     and when its client is closed). They are context managers.
 
+    - close() keeps its deadline: it returns within `timeout_s` and a grace of 0.25 s for an
+      answer already on its way, whatever the network does. Each post made after close() was
+      called has the time left as its whole time (the sync client shares it out between
+      httpx's phases, which httpx times one by one; the async one puts `asyncio.timeout` round
+      it); a post still waiting since before close() (with the client's own timeout) is given
+      up on at the deadline (the async task is cancelled, the sync thread is left to end).
+
     - Retried, the batch re-sent unchanged: 503 (honouring Retry-After as the least wait),
       502, 504, 429, and no answer at all (refused, reset, timed out), with exponential
       back-off and jitter (`Backoff`: 0.1 s doubling to 10 s by default). Retries go on
@@ -84,20 +91,34 @@ The batchers (`client.batcher(max_items=500, max_delay_s=1.0, ...)`)
       counted as `failed`. A 413/422 of a whole batch (an item the service refuses although
       the client's own checks passed it) sends the batch again in halves, down to that item.
     - Reported: each final failure goes to `on_error(failures)` (a list of `FeedbackFailure`:
-      decision, reward, status, reason), called from the batcher's thread or task, and to the
-      `bandit.client` logger; `counters` is a consistent snapshot of `added`, `sent`
-      (acknowledged) = `accepted` + `duplicate` + `rejected`, `failed`, `pending`, `dropped`,
-      `retries` and the last retry's reason, with `added` = `sent` + `failed` + `pending`.
+      decision, reward, status, reason), called from the batcher's thread or task, or from
+      close() for what it gives up on (one call at a time), and to the `bandit.client` logger;
+      `counters` is a consistent snapshot of `added`, `sent` (acknowledged) = `accepted` +
+      `duplicate` + `rejected`, `failed`, `acknowledged_late`, `pending`, `dropped`, `retries`
+      and the last retry's reason, with `added` = `sent` + `failed` + `pending`. on_error may
+      call close() (it then returns at once; the sender keeps to the deadline).
     - Never losing an acknowledged reward: a reward counts as sent only once a 202 covering it
-      came back. Rewards still unacknowledged at close()'s deadline are `failed` with status
-      None and handed to on_error, so an application can keep them and send them later (they
-      count once, even if one of them was counted before its answer was lost).
+      came back. Rewards still unacknowledged at close()'s deadline (buffered, or on their way
+      without an answer) are `failed` with status None, once, and handed to on_error before
+      close() returns, so an application can keep them and send them later (they count once,
+      even if one of them was counted before its answer was lost). A 202 that comes after
+      that deadline changes none of this: those rewards stay `failed` and are counted in
+      `acknowledged_late` too (the service did count them; sent again, they are duplicates).
     - Bounded memory: at most `max_buffered` (100,000) rewards wait; past that `add` drops the
       reward, returns False and counts it in `dropped` (logged once per spell of fullness).
       Dropping rather than blocking: a full buffer means the service has been unreachable for
       a long while, and blocking `add` would stall the application's request handlers (or its
       event loop) on the outage of a side channel. What is dropped was never acknowledged,
       and the counter says how much it was.
+    - Forking (gunicorn's or uwsgi's preload): a `Client` and a `FeedbackBatcher` made before
+      a fork work in the child. The client gets a connection pool of its own there (the
+      inherited connections are the parent's; a `transport` passed in is the caller's and is
+      kept), and the batcher a sender thread of its own, starting empty, its counters at zero:
+      what the parent had buffered or in flight stays the parent's to send and to count.
+      Sending it from the child too would be harmless to the service (it counts each decision
+      once) but would count it in two processes' books and report its failures twice. The
+      asyncio ones cannot cross a fork (an event loop does not): make them in the process that
+      uses them.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ import httpx
 
 from bandit.client.backoff import Backoff
 from bandit.client.buffer import (
+    CLOSE_GRACE_S,
     DEFAULT_CLOSE_TIMEOUT_S,
     DEFAULT_MAX_BUFFERED,
-    JOIN_GRACE_S,
     NOT_ACKNOWLEDGED_IN_TIME,
     RewardBuffer,
 )
-from bandit.client.delivery import Delivery, Outcome
+from bandit.client.delivery import Delivery, Outcome, given_up
 from bandit.client.errors import Unreachable
 from bandit.client.ledger import BatcherCounters, Ledger, OnError, log
 from bandit.client.limits import Item, checked_item
@@ -33,7 +33,9 @@ _SENDING: set[asyncio.Task[None]] = set()
 class AsyncFeedbackPoster(Protocol):
     """What the batcher sends through: `AsyncClient.post_feedback`."""
 
-    async def post_feedback(self, items: Sequence[Item], *, timeout_s: float | None = None) -> httpx.Response: ...
+    async def post_feedback(self, items: Sequence[Item], *, timeout_s: float | None = None) -> httpx.Response:
+        """`timeout_s`: the whole time the request may take (the time left before close()'s deadline)."""
+        ...
 
 
 class AsyncFeedbackBatcher:
@@ -62,6 +64,8 @@ class AsyncFeedbackBatcher:
         self._closing = False
         self._deadline: float | None = None
         self._task: asyncio.Task[None] | None = None
+        # The batch on its way, which close() gives up on at its deadline if the task has not.
+        self._in_flight: Delivery | None = None
         # Set on every change (items added, a flush asked for, items settled, closing), then replaced:
         # whoever waits holds the one that was current and wakes when it is set.
         self._changed = asyncio.Event()
@@ -101,20 +105,26 @@ class AsyncFeedbackBatcher:
     async def close(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> BatcherCounters:
         """Send what is left, retrying until `timeout_s` from now, then stop; returns the final counters.
 
-        Rewards still unacknowledged at the deadline count as `failed` and go to on_error.
+        Rewards still unacknowledged at the deadline (buffered, or on their way without an answer
+        yet) count as `failed` and go to on_error before close() returns. close() returns within
+        about `timeout_s`, whatever the network does.
         """
         if not self._closing:
             self._closing = True
             self._deadline = time.monotonic() + max(0.0, timeout_s)
             self._notify()
+        deadline = self._deadline if self._deadline is not None else time.monotonic()
         task = self._task
         if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), max(0.0, timeout_s) + JOIN_GRACE_S)
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()) + CLOSE_GRACE_S)
             except TimeoutError:
+                # Still waiting for an answer (a post made before close(), with the client's own timeout):
+                # stopped, so that what it carries fails here, once.
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self._settle(given_up(self._in_flight, self._buffer.take_all()))
         return self.counters
 
     aclose = close
@@ -153,21 +163,22 @@ class AsyncFeedbackBatcher:
             self._task.add_done_callback(_SENDING.discard)
 
     async def _run(self) -> None:
-        while (batch := await self._next_batch()) is not None:
-            delivery = Delivery(batch, self._backoff, self._rng)
+        while (delivery := await self._next_delivery()) is not None:
             try:
                 await self._deliver(delivery)
             except Exception:  # a bug here must not leave flush() and close() waiting forever
                 log.exception("the feedback batcher failed to deliver a batch")
                 self._settle(delivery.abandon("the batcher failed (see its log)"))
 
-    async def _next_batch(self) -> list[Item] | None:
-        """The next batch once one is due; None once closing and nothing is left."""
+    async def _next_delivery(self) -> Delivery | None:
+        """The next batch on its way, once one is due; None once closing and nothing is left."""
+        self._in_flight = None
         while not self._buffer.due(time.monotonic(), self._closing):
             if self._closing:
                 return None
             await self._wait(self._buffer.wait_s(time.monotonic()))
-        return self._buffer.take()
+        self._in_flight = Delivery(self._buffer.take(), self._backoff, self._rng)
+        return self._in_flight
 
     async def _deliver(self, delivery: Delivery) -> None:
         while (part := delivery.next_part()) is not None:

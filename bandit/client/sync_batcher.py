@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Protocol
 
@@ -14,29 +17,35 @@ import httpx
 
 from bandit.client.backoff import Backoff
 from bandit.client.buffer import (
+    CLOSE_GRACE_S,
     DEFAULT_CLOSE_TIMEOUT_S,
     DEFAULT_MAX_BUFFERED,
-    JOIN_GRACE_S,
     NOT_ACKNOWLEDGED_IN_TIME,
     RewardBuffer,
 )
-from bandit.client.delivery import Delivery, Outcome
+from bandit.client.delivery import Delivery, Outcome, given_up
 from bandit.client.errors import Unreachable
 from bandit.client.ledger import BatcherCounters, Ledger, OnError, log
 from bandit.client.limits import Item, checked_item
+
+#: Every batcher of this process, for the fork hook at the end of this module.
+_BATCHERS: weakref.WeakSet[FeedbackBatcher] = weakref.WeakSet()
 
 
 class FeedbackPoster(Protocol):
     """What the batcher sends through: `Client.post_feedback`."""
 
-    def post_feedback(self, items: Sequence[Item], *, timeout_s: float | None = None) -> httpx.Response: ...
+    def post_feedback(self, items: Sequence[Item], *, timeout_s: float | None = None) -> httpx.Response:
+        """`timeout_s`: the whole time the request may take (the time left before close()'s deadline)."""
+        ...
 
 
 class FeedbackBatcher:
     """Buffers rewards and posts them in batches from a background thread; see `bandit.client`.
 
     A batch goes when it has `max_items` rewards, when its oldest is `max_delay_s` old, on
-    flush() and on close(). `add` is thread-safe and never blocks on the network.
+    flush() and on close(). `add` is thread-safe and never blocks on the network. In a child
+    process forked after it was made, it starts again empty, with a sender of its own.
     """
 
     def __init__(
@@ -51,20 +60,41 @@ class FeedbackBatcher:
         seed: int | None = None,
     ) -> None:
         self._client = client
-        self._buffer = RewardBuffer(max_items, max_delay_s, max_buffered)
-        self._ledger = Ledger(on_error)
+        self._limits = (max_items, max_delay_s, max_buffered)
+        self._on_error = on_error
         self._backoff = backoff or Backoff()
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        # One condition for every change: items added, a flush asked for, items settled, closing.
-        self._changed = threading.Condition(self._lock)
+        self._seed = seed
         self._closing = False
         self._deadline: float | None = None
-        self._thread = threading.Thread(target=self._run, name="bandit-feedback-batcher", daemon=True)
-        self._thread.start()
+        self._start(random.Random(seed))
         # A daemon thread dies with the interpreter: what is left is sent at exit, within the usual deadline.
         self._at_exit = self.close
         atexit.register(self._at_exit)
+        _BATCHERS.add(self)
+
+    def _start(self, rng: random.Random) -> None:
+        """Empty books, the locks and the sending thread: when made, and again in a child after a fork."""
+        self._buffer = RewardBuffer(*self._limits)
+        self._ledger = Ledger(self._on_error)
+        self._rng = rng
+        # The batch on its way, which close() gives up on at its deadline if the sender has not.
+        self._in_flight: Delivery | None = None
+        self._lock = threading.Lock()
+        # One condition for every change: items added, a flush asked for, items settled, closing.
+        self._changed = threading.Condition(self._lock)
+        # on_error is called from one thread at a time (the sender's, or that of close() giving up).
+        self._reporting = threading.RLock()
+        self._thread = threading.Thread(target=self._run, name="bandit-feedback-batcher", daemon=True)
+        self._thread.start()
+
+    def _start_in_child(self) -> None:
+        """In a child process just forked: its own empty books and sender, with no thread of the parent's.
+
+        What the parent had buffered or in flight stays the parent's to send and to count: a child
+        sending it too would be harmless to the service (it counts each decision once) but would
+        count it in two processes' books and report its failures twice.
+        """
+        self._start(random.Random(None if self._seed is None else f"{self._seed}/{os.getpid()}"))
 
     # -- what the application calls ------------------------------------------------------------
     def add(self, decision: str, value: float) -> bool:
@@ -106,15 +136,25 @@ class FeedbackBatcher:
     def close(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> BatcherCounters:
         """Send what is left, retrying until `timeout_s` from now, then stop; returns the final counters.
 
-        Rewards still unacknowledged at the deadline count as `failed` and go to on_error
-        (status None: they may be sent again later, and count once). Closing twice is harmless.
+        Rewards still unacknowledged at the deadline (buffered, or on their way without an answer
+        yet) count as `failed` and go to on_error before close() returns (status None: they may be
+        sent again later, and count once). close() returns within about `timeout_s`, whatever the
+        network does. Closing twice is harmless; closing from on_error returns at once, and the
+        sender keeps to the deadline.
         """
         with self._lock:
             if not self._closing:
                 self._closing = True
                 self._deadline = time.monotonic() + max(0.0, timeout_s)
                 self._changed.notify_all()
-        self._thread.join(max(0.0, timeout_s) + JOIN_GRACE_S)
+            deadline = self._deadline if self._deadline is not None else time.monotonic()
+        if threading.current_thread() is self._thread:  # from on_error: the sender must go on to end
+            return self.counters
+        self._thread.join(max(0.0, deadline - time.monotonic()) + CLOSE_GRACE_S)
+        # Normally the sender has settled everything by now; if a post of its outlasts the deadline
+        # (made before close(), with the client's own timeout), what it carries fails here, and its
+        # answer, when it comes, settles nothing more.
+        self._conclude(lambda: given_up(self._in_flight, self._buffer.take_all()))
         atexit.unregister(self._at_exit)
         return self.counters
 
@@ -137,43 +177,56 @@ class FeedbackBatcher:
 
     # -- the sending thread ----------------------------------------------------------------------
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            delivery = Delivery(batch, self._backoff, self._rng)
+        while (delivery := self._next_delivery()) is not None:
             try:
                 self._deliver(delivery)
             except Exception:  # a bug here must not leave flush() and close() waiting forever
                 log.exception("the feedback batcher failed to deliver a batch")
-                self._settle(delivery.abandon("the batcher failed (see its log)"))
+                self._conclude(partial(delivery.abandon, "the batcher failed (see its log)"))
 
-    def _next_batch(self) -> list[Item] | None:
-        """The next batch once one is due; None once closing and nothing is left."""
+    def _next_delivery(self) -> Delivery | None:
+        """The next batch on its way, once one is due; None once closing and nothing is left."""
         with self._lock:
+            self._in_flight = None
             while not self._buffer.due(time.monotonic(), self._closing):
                 if self._closing:
                     return None
                 self._changed.wait(self._buffer.wait_s(time.monotonic()))
-            return self._buffer.take()
+            self._in_flight = Delivery(self._buffer.take(), self._backoff, self._rng)
+            return self._in_flight
 
     def _deliver(self, delivery: Delivery) -> None:
-        while (part := delivery.next_part()) is not None:
-            timeout_s = self._request_timeout()
-            if timeout_s is not None and timeout_s <= 0:
-                outcome = delivery.abandon(NOT_ACKNOWLEDGED_IN_TIME)
+        while True:
+            with self._lock:  # close() may give up on the delivery at any moment
+                part = delivery.next_part()
+                time_left = self._time_left()
+            if part is None:
+                return
+            if time_left is not None and time_left <= 0:
+                outcome = self._conclude(partial(delivery.abandon, NOT_ACKNOWLEDGED_IN_TIME))
             else:
-                try:
-                    outcome = delivery.answered(self._client.post_feedback(part, timeout_s=timeout_s))
-                except Unreachable as error:
-                    outcome = delivery.unreachable(str(error))
-            self._settle(outcome)
+                outcome = self._conclude(self._post(delivery, part, time_left))
             if outcome.retry_in_s:
                 self._pause(outcome.retry_in_s)
 
-    def _settle(self, outcome: Outcome) -> None:
-        """Count the outcome and wake whoever waits for it, then report it (outside the lock)."""
+    def _post(self, delivery: Delivery, part: list[Item], time_left: float | None) -> Callable[[], Outcome]:
+        """Post the part (outside the lock); what its answer settles, to be concluded under the lock."""
+        try:
+            response = self._client.post_feedback(part, timeout_s=time_left)
+        except Unreachable as error:
+            return partial(delivery.unreachable, str(error))
+        return partial(delivery.answered, response)
+
+    def _conclude(self, settle: Callable[[], Outcome]) -> Outcome:
+        """Settle, count and wake whoever waits, under the lock (so that the sender and close() never
+        both settle the same items), then report (outside it)."""
         with self._lock:
+            outcome = settle()
             self._ledger.book(outcome)
             self._changed.notify_all()
-        self._ledger.report(outcome)
+        with self._reporting:
+            self._ledger.report(outcome)
+        return outcome
 
     def _pause(self, delay_s: float) -> None:
         """Wait before a retry, cut short by the close deadline."""
@@ -186,7 +239,15 @@ class FeedbackBatcher:
         limit = wake_at if self._deadline is None else min(wake_at, self._deadline)
         return limit - time.monotonic()
 
-    def _request_timeout(self) -> float | None:
+    def _time_left(self) -> float | None:
         """None (the client's own timeout) until close() set a deadline, then the time left before it."""
-        with self._lock:
-            return None if self._deadline is None else self._deadline - time.monotonic()
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+
+def _start_batchers_in_child() -> None:
+    for batcher in list(_BATCHERS):
+        batcher._start_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_start_batchers_in_child)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -18,6 +19,9 @@ from bandit.client.limits import Item
 from bandit.client.results import FeedbackResult, Invocation
 from bandit.client.sync_batcher import FeedbackBatcher
 
+#: Every Client of this process, for the fork hook at the end of this module.
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
 
 class Client:
     """The management API (admin token), invocations and rewards (feedback token); see `bandit.client`."""
@@ -33,9 +37,10 @@ class Client:
     ) -> None:
         self.endpoint = calls.Endpoint.resolve(url, token, feedback_token)
         self.timeout = timeout
-        # No default headers: a token set here would reach the models through /invoke.
-        self._http = httpx.Client(base_url=self.endpoint.url, timeout=timeout, transport=transport)
+        self._transport = transport
+        self._http = self._connections()
         self._batchers: weakref.WeakSet[FeedbackBatcher] = weakref.WeakSet()
+        _CLIENTS.add(self)
 
     @property
     def url(self) -> str:
@@ -177,9 +182,30 @@ class Client:
     ) -> None:
         self.close()
 
+    def _connections(self) -> httpx.Client:
+        # No default headers: a token set here would reach the models through /invoke.
+        return httpx.Client(base_url=self.endpoint.url, timeout=self.timeout, transport=self._transport)
+
+    def _reconnect_in_child(self) -> None:
+        """After a fork, in the child: a pool of its own. The connections it inherited are the parent's
+        (two processes writing on one socket garble both), and their lock may be held by a thread that
+        does not exist here. They are let go of rather than closed, so that nothing (a TLS close
+        alert) goes on the parent's connections. A transport passed in is the caller's, kept as it is."""
+        if self._transport is None and not self._http.is_closed:
+            self._http = self._connections()
+
     def _manage(self, call: calls.Call) -> Any:
         try:
             response = self._http.request(call.method, call.path, json=call.json, headers=self.endpoint.admin_headers)
         except httpx.TransportError as error:
             raise calls.unreachable(f"{call.method} {call.path}", self.url, error) from error
         return calls.management_answer(response)
+
+
+def _reconnect_clients_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._reconnect_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reconnect_clients_in_child)

@@ -101,7 +101,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # GET /metrics and the counting behind it (bandit/telemetry/metrics.py); False: neither.
     metrics: bool = True
     # A scrape's text is reused for this long by the worker that rendered it: rendering costs
-    # ~20 µs per series (~1 s at 1,000 experiments of 3 arms), so a client scraping in a loop
+    # 10 to 20 µs per series (~1 s at 1,000 experiments of 3 arms), so a client scraping in a loop
     # costs at most one render per this many seconds. 0: every scrape renders.
     metrics_max_age_s: float = 5.0
     # Bearer token that may read /metrics (the admin token may too); unset: as the dashboard.

@@ -8,6 +8,7 @@ reward accepted, or never, when the server closes first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -24,6 +25,8 @@ class StallingServer:
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         #: Requests read whole so far (answered or not).
         self.requests = 0
+        #: The client's port of the connection each of them came on.
+        self.ports: list[int] = []
         self._released = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -40,10 +43,8 @@ class StallingServer:
         self._listener.close()
         with self._lock:
             for connection in self._connections:
-                try:
+                with contextlib.suppress(OSError):  # the client may have closed it already
                     connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 connection.close()
 
     def __enter__(self) -> StallingServer:
@@ -65,12 +66,14 @@ class StallingServer:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
+        port = connection.getpeername()[1]
         reader = connection.makefile("rb")
         try:
             while (request := _read_request(reader)) is not None:
                 path, body = request
                 with self._lock:
                     self.requests += 1
+                    self.ports.append(port)
                 came = time.monotonic()
                 if path in self._answer_after_s:
                     if self._closed.wait(max(0.0, came + self._answer_after_s[path] - time.monotonic())):

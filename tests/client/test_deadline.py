@@ -5,10 +5,12 @@ answer that comes after that changes nothing but `acknowledged_late`."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 import httpx
+import pytest
 
 from bandit.client import AsyncClient, Backoff, BatcherCounters, Client, FeedbackFailure
 from tests.client.stalling import StallingServer
@@ -132,9 +134,7 @@ async def test_async_post_waiting_for_a_connection_and_then_for_its_answer_ends_
     with StallingServer(answer_after_s={"/invoke/slow/predict": 0.9}) as server:
         async with AsyncClient(server.url, timeout=10, transport=transport) as client:
             invoking = asyncio.create_task(client.invoke("slow", "predict"))
-            deadline = time.monotonic() + 5
-            while server.requests < 1 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(wait_until, lambda: server.requests == 1, 5, "the invoke holding the connection")
             batcher = client.batcher(max_delay_s=60, backoff=QUICK, on_error=reported.extend)
             for decision, value in REWARDS:
                 batcher.add(decision, value)
@@ -145,3 +145,23 @@ async def test_async_post_waiting_for_a_connection_and_then_for_its_answer_ends_
             assert (await invoking).status_code == 200
     assert elapsed < WITHIN_S, elapsed
     assert_all_failed_at_the_deadline(final, reported_by_close)
+
+
+def test_close_called_from_on_error_on_the_sender_thread_returns_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    # An application that stops reporting at its first failure: on_error closes the batcher.
+    called_on: list[str] = []
+
+    def stop(failures: list[FeedbackFailure]) -> None:
+        called_on.append(threading.current_thread().name)
+        batcher.close(timeout_s=1)
+
+    with StallingServer() as server, Client(server.url) as client:
+        batcher = client.batcher(max_delay_s=60, backoff=QUICK, on_error=stop)
+        batcher.add("a-decision", 1)
+        with caplog.at_level(logging.ERROR, logger="bandit.client"):
+            # The post goes after close(), within its deadline: the sender itself fails it, and calls on_error.
+            final = batcher.close(timeout_s=0.5)
+        assert server.requests >= 1
+    assert (final.failed, final.pending) == (1, 0), final
+    assert called_on == ["bandit-feedback-batcher"]
+    assert not [r for r in caplog.records if "on_error" in r.getMessage()], caplog.text

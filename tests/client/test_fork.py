@@ -16,6 +16,7 @@ from typing import Any
 
 from bandit.client import Client
 from tests.client.conftest import counted, decisions
+from tests.client.stalling import StallingServer
 
 
 def in_a_child(work: Callable[[], Any], meanwhile: Callable[[], object] = lambda: None, timeout_s: float = 20) -> Any:
@@ -79,6 +80,23 @@ def test_a_batcher_made_before_a_fork_sends_from_the_child_and_each_process_keep
     mine = batcher.close()
     assert (mine.added, mine.accepted, mine.duplicate, mine.pending) == (20, 20, 0, 0), mine
     assert counted(client, experiment)["rewards"] == 30
+
+
+def test_the_child_sends_on_connections_of_its_own() -> None:
+    with StallingServer(answer_after_s={"/invoke/any/predict": 0}) as server, Client(server.url) as client:
+        server.answer_held()  # feedback answered at once
+        assert client.invoke("any", "predict").status_code == 200  # a connection kept alive in the pool
+        batcher = client.batcher(max_delay_s=60)
+
+        def child() -> bool:
+            batcher.add("a-decision", 1)
+            return batcher.flush(timeout_s=10)
+
+        assert in_a_child(child)
+        assert client.invoke("any", "predict").status_code == 200  # the parent's connection, still its own
+        parents, childs, parents_again = server.ports
+        assert parents == parents_again and childs != parents, server.ports
+        batcher.close()
 
 
 def test_a_fork_while_another_thread_holds_the_batchers_lock_leaves_the_child_a_working_one(
