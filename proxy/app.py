@@ -178,7 +178,7 @@ class ProxyApp:
             await self._route(responder, method, name, target, incoming, incoming.forwarded, receive, read_whole, None)
             return
         # Every answer to an invoke of `name` is in its span, refusals (404, 408, 413...) included.
-        span, forwarded = tracer.start(name, method, incoming.forwarded)
+        span, forwarded = tracer.start(method, incoming.forwarded)
         seen = _StatusSeen(responder)
         try:
             await self._route(seen, method, name, target, incoming, forwarded, receive, read_whole, span)
@@ -207,6 +207,8 @@ class ProxyApp:
         if snapshot is None:
             await error_answer(responder, 404, f"experiment {name!r} does not exist")
             return
+        if span is not None:
+            InvokeTracer.routed(span, name)
         raw_length = incoming.content_length
         declared = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
         if declared is not None and declared > self.limits.max_bytes:
@@ -283,6 +285,8 @@ class ProxyApp:
                     return
                 self.recorder.record(name, experiment.incarnation, arm.name, None, error.kind)
                 self.health.observe(key, failed=True, connection_failed=error.retryable)
+                if span is not None:
+                    InvokeTracer.attempt_failed(span, arm.name, error.kind)
                 log.warning(
                     "arm %s of %s failed: %s: %s",
                     arm.name,
@@ -304,6 +308,8 @@ class ProxyApp:
                     )
                     index = alternative
                     continue
+                if span is not None:
+                    InvokeTracer.failed(span, error.kind)
                 await error_answer(
                     responder, error.status_code, f"arm {arm.name!r}: {error.message}", arm=arm.name, experiment=name
                 )

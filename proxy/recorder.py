@@ -108,8 +108,8 @@ class DecisionRecorder:
         if pending is None:
             pending = self._pending[(experiment, incarnation)] = _Pending()
         pending.mirror_dropped[arm] += 1
-        if self._metrics is not None:
-            self._metrics.shadow(experiment, arm, "dropped")
+        if self._tally is not None:
+            self._tally.dropped(experiment, arm)
 
     async def flush(self) -> None:
         """Write everything counted so far; on a Redis outage keep it for the next flush."""

@@ -152,7 +152,8 @@ async def ingest(
 
 
 def _book(metrics: ServiceMetrics, experiment: str, codes: list[int], records: list[FeedbackRecord]) -> None:
-    """The outcome of each reward the feedback script was given, and the sum of those it counted."""
+    """The outcome of each reward the feedback script was given, and the sum of those it counted
+    (ServiceMetrics never raises: the rewards are counted already)."""
     counted = {"accepted": 0, "duplicate": 0, "rejected": 0, "stale": 0}
     reward_sums: dict[str, float] = {}
     for code, record in zip(codes, records, strict=True):

@@ -16,10 +16,13 @@ that is when an operator needs them most.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import anyio.to_thread
 from litestar import Response, get
@@ -31,7 +34,7 @@ from bandit.api.stats import StatsMemo
 from bandit.core.errors import MabError
 from bandit.core.ports import Routing
 from bandit.store.redis_store import RedisStore
-from bandit.telemetry.metrics import ServiceMetrics
+from bandit.telemetry.metrics import ServiceMetrics, multiprocess_directory
 
 log = logging.getLogger("mab.metrics")
 #: How old the stats behind the arm gauges may be: a scrape every few seconds reuses them.
@@ -39,6 +42,12 @@ STATS_MAX_AGE_S = 1.0
 #: How long a scrape waits for Redis's PING: past it Redis counts as down, and the replica's own
 #: counters (what matters then) are served at once.
 REDIS_WAIT_S = 2.0
+#: The replica's last rendering and the lock its workers render under, in its metrics directory
+#: (prometheus-client reads only the *.db files there).
+SHARED_RENDERING = "scrape.prom"
+SHARED_LOCK = "scrape.lock"
+#: How long a scrape waits for the arm gauges (after the PING): past it, the counters without them.
+GAUGES_WAIT_S = 5.0
 #: The classic text format, which every Prometheus reads (Litestar adds `; charset=utf-8`).
 TEXT_FORMAT = "text/plain; version=0.0.4"
 
@@ -79,12 +88,14 @@ async def shared_state_families(store: RedisStore, memo: StatsMemo, routing: Rou
         return [redis_up, age]
     redis_up.add_metric([], 1)
     try:
-        # No deadline here: a fresh replica's first scrape may compute every experiment's stats
-        # once (~20 ms each, off the loop); cancelling it would only waste that work, and the
-        # next scrape finds them kept. Redis's own socket timeouts bound the reads.
-        computed = await memo.current_many(await store.experiments.names(), STATS_MAX_AGE_S)
-    except MabError as error:
-        log.warning("metrics without the arm gauges: %s", error)
+        # A deadline of its own, apart from the PING's: a fresh replica's first scrape computes
+        # every experiment's stats once (2 ms for 3 arms, 40 ms for 50), and on a cluster one
+        # primary may be away while PING (sent to one node) answers. What was computed before the
+        # deadline is kept, so the next scrape goes further.
+        async with asyncio.timeout(GAUGES_WAIT_S):
+            computed = await memo.current_many(await store.experiments.names(), STATS_MAX_AGE_S)
+    except (MabError, TimeoutError) as error:
+        log.warning("metrics without the arm gauges: %s", error or f"not computed within {GAUGES_WAIT_S:g} s")
         return [redis_up, age]
     except Exception:  # the replica's counters are served whatever went wrong with the gauges
         log.exception("metrics without the arm gauges")
@@ -105,12 +116,18 @@ def _render(registry: CollectorRegistry, shared: list[Metric]) -> bytes:
 
 
 class MetricsExposition:
-    """The text of this replica's scrape, rendered at most once per `max_age_s` by this worker.
+    """The text of this replica's scrape, rendered at most once per `max_age_s`.
 
     Rendering reads every worker's metric files and formats each series in Python, 10 to 20 µs a
-    series (BENCHMARKS.md, issue 14): it runs in a thread, so requests on this worker's loop go
-    on meanwhile, and one render serves every scrape that arrives within `max_age_s`, however
-    many there are and whoever sends them.
+    series (BENCHMARKS.md, issue 14): it runs in a thread (the loop goes on, sharing the
+    interpreter lock with it), and one render serves every scrape that arrives within
+    `max_age_s`, however many there are and whoever sends them.
+
+    Under `mab serve` the rendering is shared by the replica's workers, in its metrics directory
+    (`scrape.prom`, written whole and renamed into place, one worker rendering at a time under
+    `scrape.lock`). A rendering kept per worker would let a scraper whose next connection lands
+    on another worker read an older one, counters going backwards, which Prometheus takes for a
+    restart of the counter.
     """
 
     def __init__(
@@ -121,6 +138,8 @@ class MetricsExposition:
         self._memo = memo
         self._routing = routing
         self.max_age_s = max_age_s
+        directory = multiprocess_directory() if metrics.multiprocess else None
+        self._shared = None if directory is None else Path(directory)
         self._lock = asyncio.Lock()
         self._text = b""
         self._rendered_at = -math.inf
@@ -128,12 +147,44 @@ class MetricsExposition:
 
     async def text(self) -> bytes:
         async with self._lock:  # scrapes that arrive during a render wait for it and share it
+            if self._shared is not None:
+                kept = await anyio.to_thread.run_sync(self._fresh_shared)
+                if kept is not None:
+                    return kept
+                shared = await shared_state_families(self._store, self._memo, self._routing)
+                return await anyio.to_thread.run_sync(self._render_shared, shared)
             if time.monotonic() - self._rendered_at >= self.max_age_s:
                 shared = await shared_state_families(self._store, self._memo, self._routing)
                 self._text = await anyio.to_thread.run_sync(_render, self._metrics.registry, shared)
                 self._rendered_at = time.monotonic()
                 self.renders += 1
             return self._text
+
+    def _fresh_shared(self) -> bytes | None:
+        """The replica's last rendering if it is younger than `max_age_s`."""
+        assert self._shared is not None
+        path = self._shared / SHARED_RENDERING
+        try:
+            if time.time() - path.stat().st_mtime < self.max_age_s:
+                return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        return None
+
+    def _render_shared(self, shared: list[Metric]) -> bytes:
+        """Render under the replica's lock, unless another worker did while this one waited for it."""
+        assert self._shared is not None
+        with (self._shared / SHARED_LOCK).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kept = self._fresh_shared()
+            if kept is not None:
+                return kept
+            text = _render(self._metrics.registry, shared)
+            draft = self._shared / f"{SHARED_RENDERING}.{os.getpid()}"
+            draft.write_bytes(text)
+            os.replace(draft, self._shared / SHARED_RENDERING)
+            self.renders += 1
+            return text
 
 
 @get("/metrics", include_in_schema=False)

@@ -53,13 +53,16 @@ but an update can still move traffic, and the plan says so (a "!" line, a note o
   - `mab promote` of a static split (blue/green, canary) rewrites the split's weights, and those
     are settings of the file: the next apply restores the file's split, sending the traffic back.
     To keep a cut-over, write the new split into the file, or apply with --keep-traffic;
-  - an update that removes the promoted arm ends the promotion (the policy routes again), and one
-    that changes a paused experiment's first serving arm moves its traffic to the new one.
+  - a file that changes a running experiment's policy from or to static moves its traffic: the
+    split gives way to the learning policy (ending a cut-over of `mab promote`), or takes over;
+  - an update that removes the promoted arm or makes it a shadow ends the promotion (the policy
+    routes again), and one that changes a paused experiment's first serving arm moves its
+    traffic to the new one.
 
 With --keep-traffic no update moves live traffic: a static split keeps its live weights (the
 file's are ignored) wherever the file has a static split over the same arms, and an update that
-would otherwise move traffic is refused, before anything is sent. For a job that applies on every
-merge while people cut over with `mab promote`.
+would otherwise move traffic (each other case above) is refused, before anything is sent. For a job
+that applies on every merge while people cut over with `mab promote`.
 
 Creations run before deletions, so that an apply stopped half-way never leaves fewer experiments
 than before; at BANDIT_MAX_EXPERIMENTS a renaming --prune is refused until the old experiment is
@@ -114,7 +117,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--keep-traffic",
         action="store_true",
         help="leave live traffic as it is: static splits keep their live weights (a `mab promote` stays), "
-        "and an update that would move traffic is refused",
+        "and an update that would move traffic (a policy from or to static, the end of a promotion) is refused",
     )
     verb("list", "the experiments: status, policy, arms, version")
     verb("get", "one experiment's settings").add_argument("name")

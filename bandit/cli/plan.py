@@ -34,10 +34,14 @@ lifecycle call, but two kinds of update still move traffic, and the plan says so
   keeps the live split instead, for a job that applies on every merge while people cut over with
   `mab promote`: the file's static weights are then ignored where both sides are static splits of
   the same arms, and any other difference of the split is refused rather than guessed.
-- A PATCH that removes the promoted arm of a learning experiment ends the promotion (the service
-  sets it running again, bandit/api/experiments.py `update`), and one that changes a paused
-  experiment's first serving arm moves all its traffic to the new one. The plan says which;
-  with `keep_traffic` such an update is refused.
+- A policy that becomes, or stops being, a static split moves the traffic of an experiment the
+  policy routes (one running, not paused or promoted) by construction: the split gives way to the
+  learning policy, or takes over from it. The plan notes a cut-over it ends (a live split with all
+  traffic on one arm); with `keep_traffic` such an update is refused.
+- A PATCH that removes the promoted arm of a learning experiment, or makes it a shadow, ends the
+  promotion (the service sets it running again, bandit/api/experiments.py `update`), and one that
+  changes a paused experiment's first serving arm moves all its traffic to the new one. The plan
+  says which; with `keep_traffic` such an update is refused.
 """
 
 from __future__ import annotations
@@ -187,7 +191,8 @@ def make_plan(
     """Every experiment of `desired` against the service's `live` list; deletions only with `prune`.
 
     With `keep_traffic` no update moves live traffic: static splits keep their live weights, and
-    an update that would end a promotion or move a paused experiment's traffic is refused.
+    an update that would end a promotion, move a paused experiment's traffic, or turn a routing
+    policy from or to a static split is refused.
     """
     live_by_name = {str(experiment["name"]): experiment for experiment in live}
     wanted = {spec.name for spec in desired}
@@ -209,7 +214,7 @@ def _action(spec: ExperimentSpec, live: Mapping[str, Any] | None, *, keep_traffi
         return Action("create", spec.name, body=new)
     old = normalised(live_spec(live))
     status = str(live.get("status", "running"))
-    new, notes = _static_split(spec.name, old, new, keep_traffic=keep_traffic)
+    new, notes = _static_split(spec.name, status, old, new, keep_traffic=keep_traffic)
     changes = field_changes(old, new)
     if not changes:
         return Action("unchanged", spec.name, status=status, notes=notes)
@@ -228,10 +233,12 @@ def _action(spec: ExperimentSpec, live: Mapping[str, Any] | None, *, keep_traffi
 
 # -- traffic: what an update does to where requests go ------------------------------------------------------
 def _static_split(
-    name: str, old: dict[str, Any], new: dict[str, Any], *, keep_traffic: bool
+    name: str, status: str, old: dict[str, Any], new: dict[str, Any], *, keep_traffic: bool
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The settings to apply, and what they do to a static split that the live one differs from."""
     live_split, file_split = split_shares(old), split_shares(new)
+    if (live_split is None) != (file_split is None):
+        return new, _static_or_learning(name, status, old, new, keep_traffic=keep_traffic)
     if live_split is None or file_split is None or live_split == file_split:
         return new, ()
     if keep_traffic:
@@ -249,13 +256,51 @@ def _static_split(
         )
         return kept, (kept_note,)
     notes = [f"traffic split: {_shares(live_split)} → {_shares(file_split)} (the file's split)"]
-    whole = next((arm for arm, share in live_split.items() if share == 1.0), None)
+    whole = _whole(live_split)
     if whole is not None and file_split.get(whole) != 1.0:
         notes.append(
             f"restores the file's split: the live weights put all traffic on {whole} (a promotion made outside "
             "the file?); to keep that cut-over, write it into the file or apply with --keep-traffic"
         )
     return new, tuple(notes)
+
+
+def _static_or_learning(
+    name: str, status: str, old: Mapping[str, Any], new: Mapping[str, Any], *, keep_traffic: bool
+) -> tuple[str, ...]:
+    """A policy that becomes, or stops being, a static split: the split no longer routes, or starts to.
+
+    That moves the traffic by construction, so `keep_traffic` refuses it, and a cut-over it ends is
+    noted. Only while the policy routes: paused or promoted, the status does (`Experiment.pinned_arm`),
+    and the update moves nothing until a `mab resume`, which moves traffic anyway.
+    """
+    if status != "running":
+        return ()
+    live_split, file_split = split_shares(old), split_shares(new)
+    old_kind, new_kind = old["policy"].get("kind"), new["policy"].get("kind")
+    if keep_traffic:
+        if live_split is not None:
+            moved = f"the live split {_shares(live_split)} gives way to the policy's own routing"
+        else:
+            moved = f"the file's split {_shares(file_split or {})} takes over from the policy's routing"
+        raise PlanError(
+            f'experiment "{name}": the update would move its live traffic (its policy changes from {old_kind} to '
+            f"{new_kind}: {moved}), and --keep-traffic keeps it as it is: leave the policy {old_kind} in the file, "
+            "or apply without --keep-traffic"
+        )
+    whole = None if live_split is None else _whole(live_split)
+    if whole is None:
+        return ()
+    serving = ", ".join(str(arm["name"]) for arm in new["arms"] if not arm["shadow"])
+    return (
+        f"ends the cut-over to {whole}: the policy routes again ({new_kind}, over {serving}); to keep the cut-over, "
+        f"keep the file's policy static with all weight on {whole}",
+    )
+
+
+def _whole(split: Mapping[str, float]) -> str | None:
+    """The arm a split puts all traffic on (what `mab promote` leaves), if one."""
+    return next((arm for arm, share in split.items() if share == 1.0), None)
 
 
 def split_shares(spec: Mapping[str, Any]) -> dict[str, float] | None:
@@ -284,9 +329,12 @@ def _lifecycle(
 ) -> tuple[str | None, bool]:
     """What an update of a paused or promoted experiment does to it, and whether that moves traffic."""
     if status == "promoted":
-        if promoted_arm not in {arm["name"] for arm in new["arms"]}:
-            # The service's own rule (bandit/api/experiments.py, `update`): no promotion to a removed arm.
-            return f"ends the promotion of {promoted_arm}, which the file removes: the policy routes again", True
+        # The service's own rule (bandit/api/experiments.py, `update`): no promotion to an arm that
+        # is gone or only shadows, since neither serves the traffic.
+        arm = next((arm for arm in new["arms"] if arm["name"] == promoted_arm), None)
+        if arm is None or arm["shadow"]:
+            does = "removes" if arm is None else "makes a shadow"
+            return f"ends the promotion of {promoted_arm}, which the file {does}: the policy routes again", True
         return f"stays promoted to {promoted_arm}: apply changes no lifecycle", False
     if status == "paused":
         control, new_control = _control(old), _control(new)

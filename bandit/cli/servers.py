@@ -13,6 +13,7 @@ hyper's nearest settings, which enforce less (tests/test_server_limits.py says e
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -20,6 +21,9 @@ from collections.abc import Iterator
 
 from bandit.cli.log_format import logging_config
 from bandit.core.settings import Settings, settings_to_environ
+
+#: The name of a run's metrics directory starts with this, then the pid of `mab serve`.
+METRICS_PREFIX = "mab-metrics-"
 
 
 def run_server(settings: Settings) -> None:
@@ -44,7 +48,8 @@ def metrics_directory(settings: Settings) -> Iterator[None]:
     parent = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
     if parent is not None:
         os.makedirs(parent, exist_ok=True)
-    made = tempfile.mkdtemp(prefix=f"mab-metrics-{os.getpid()}-", dir=parent)
+        _remove_abandoned(parent)
+    made = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=parent)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
     try:
         yield
@@ -54,6 +59,24 @@ def metrics_directory(settings: Settings) -> Iterator[None]:
         else:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = parent
         shutil.rmtree(made, ignore_errors=True)
+
+
+def _remove_abandoned(parent: str) -> None:
+    """The directories of earlier runs whose process is gone (killed before it could remove its own)."""
+    for path in glob.glob(os.path.join(parent, f"{METRICS_PREFIX}*-*")):
+        pid = os.path.basename(path).removeprefix(METRICS_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _run_uvicorn(settings: Settings) -> None:

@@ -190,7 +190,10 @@ class Durability:
         try:
             self._check(acknowledged)
         except NotReplicated as error:
-            error.written = result
+            # WAIT answered a count: the write is on the primary. An error instead means the node
+            # was demoted meanwhile, and the write is probably lost with it: nothing to account.
+            if not isinstance(acknowledged, Exception):
+                error.written = result
             raise
         return result
 

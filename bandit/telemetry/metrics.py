@@ -10,8 +10,8 @@ Labels are the experiment and arm names only, both bounded (BANDIT_MAX_EXPERIMEN
 name a client sent is never a label before it was verified: a forged decision id counts under
 ``experiment=""``.
 
-A counter and a histogram updated per request would cost ~3 µs (each value written to its
-memory map under a lock): the proxy counts its requests in a `ServedTally` instead, plain
+A counter and a histogram updated per request cost 3 to 6 µs more (each value written to its
+memory map under a lock; BENCHMARKS.md, issue 14): the proxy counts its requests in a `ServedTally` instead, plain
 dictionary updates, and adds them to the metrics every BANDIT_FLUSH_INTERVAL (0.2 s), in a task
 of their own that never waits on Redis. `python -m loadtest.hot_path_cost` measures what is left per request.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import os
 from collections import Counter as Tally
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+log = logging.getLogger("mab.metrics")
 #: Upstream durations in seconds: a model answers in milliseconds to seconds.
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -122,14 +124,25 @@ class ServiceMetrics:
                 histogram._buckets[index].inc(observed)
             histogram._sum.inc(counts.duration_sum_s)
 
+    # The three below are called where a request is being answered: like `ServedTally.publish`
+    # they never raise (a failing metric is logged, the request goes on).
     def shadow(self, experiment: str, arm: str, outcome: str) -> None:
-        self.shadow_requests.labels(experiment, arm, outcome).inc()
+        try:
+            self.shadow_requests.labels(experiment, arm, outcome).inc()
+        except Exception:
+            log.exception("shadow metrics of %s could not be updated", experiment)
 
     def feedback(self, experiment: str, outcome: str, items: int = 1) -> None:
-        self.feedback_items.labels(experiment, outcome).inc(items)
+        try:
+            self.feedback_items.labels(experiment, outcome).inc(items)
+        except Exception:
+            log.exception("feedback metrics of %s could not be updated", experiment)
 
     def rewarded(self, experiment: str, arm: str, total: float) -> None:
-        self.reward_sum.labels(experiment, arm).inc(total)
+        try:
+            self.reward_sum.labels(experiment, arm).inc(total)
+        except Exception:
+            log.exception("reward metrics of %s could not be updated", experiment)
 
 
 @dataclass(slots=True)
@@ -141,6 +154,8 @@ class ArmTally:
     # Index in DURATION_BUCKETS_S (len: +Inf) -> requests whose duration falls in that bucket.
     durations: Tally[int] = field(default_factory=Tally)
     duration_sum_s: float = 0.0
+    # Copies for this (shadow) arm that the full mirror queue turned away.
+    shadow_dropped: int = 0
 
 
 class ServedTally:
@@ -166,10 +181,25 @@ class ServedTally:
             tally.durations[bisect.bisect_left(DURATION_BUCKETS_S, duration_s)] += 1
             tally.duration_sum_s += duration_s
 
+    def dropped(self, experiment: str, arm: str) -> None:
+        """One copy for a shadow arm that the full mirror queue turned away."""
+        tally = self._pending.get((experiment, arm))
+        if tally is None:
+            tally = self._pending[(experiment, arm)] = ArmTally()
+        tally.shadow_dropped += 1
+
     def publish(self) -> None:
+        """Add what was counted to the metrics. Never raises: the metrics are the operator's view,
+        and a failure of theirs (a full disk under the multiprocess files) must not stop the
+        decision counts that the policies learn from; what could not be added is logged and dropped."""
         pending, self._pending = self._pending, {}
         for (experiment, arm), tally in pending.items():
-            self._metrics.served(experiment, arm, tally)
+            try:
+                self._metrics.served(experiment, arm, tally)
+                if tally.shadow_dropped:
+                    self._metrics.shadow_requests.labels(experiment, arm, "dropped").inc(tally.shadow_dropped)
+            except Exception:
+                log.exception("metrics of arm %s of %s could not be updated", arm, experiment)
 
     async def run(self, interval_s: float) -> None:
         """Publish every `interval_s`, forever (a task of its own: nothing here waits on Redis)."""

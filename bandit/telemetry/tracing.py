@@ -7,8 +7,9 @@ the exporter, batching and resource (`OTEL_SERVICE_NAME`, default "mab") read fr
 (`pip install 'mab-service[otel]'`); without them a configured endpoint is logged and ignored.
 
 Off, nothing here is imported and the proxy pays one `is None` test per request. On, each
-/invoke gets a SERVER span, a child of the caller's `traceparent`, named `invoke <experiment>`,
-with the experiment, arm and decision id as attributes; the upstream is sent the same trace with
+/invoke gets a SERVER span, a child of the caller's `traceparent`, named `invoke <experiment>`
+(`invoke` for an experiment that does not exist), with the experiment, arm and decision id as
+attributes and an event per arm that failed the request; the upstream is sent the same trace with
 this span as parent (`tracestate` and `baggage` pass as they came).
 """
 
@@ -48,8 +49,10 @@ class InvokeTracer:
         self._provider = provider
         self._propagator = TraceContextTextMapPropagator()
 
-    def start(self, experiment: str, method: str, headers: Headers) -> tuple[Span, Headers]:
-        """The request's span, and the headers to forward: the caller's trace, this span as parent."""
+    def start(self, method: str, headers: Headers) -> tuple[Span, Headers]:
+        """The request's span, and the headers to forward: the caller's trace, this span as parent.
+        It is named `invoke` until `routed` names the experiment: a name a client sent is not put
+        in a span's name before it was found to be an experiment (span names must stay few)."""
         from opentelemetry import trace
 
         incoming = {
@@ -57,16 +60,24 @@ class InvokeTracer:
         }
         parent = self._propagator.extract(incoming)
         span = self._tracer.start_span(
-            f"invoke {experiment}",
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes={"mab.experiment": experiment, "http.request.method": method},
+            "invoke", context=parent, kind=trace.SpanKind.SERVER, attributes={"http.request.method": method}
         )
         outgoing: dict[str, str] = {}
         self._propagator.inject(outgoing, context=trace.set_span_in_context(span))
         forwarded = [(name, value) for name, value in headers if name not in _TRACE_HEADERS]
         forwarded += [(name.encode(), value.encode()) for name, value in outgoing.items()]
         return span, forwarded
+
+    @staticmethod
+    def routed(span: Span, experiment: str) -> None:
+        """The request is for this experiment, which exists."""
+        span.update_name(f"invoke {experiment}")
+        span.set_attribute("mab.experiment", experiment)
+
+    @staticmethod
+    def attempt_failed(span: Span, arm: str, kind: str) -> None:
+        """An arm tried failed the request: an event, so each attempt of a retried request shows."""
+        span.add_event("arm failed", {"mab.arm": arm, "mab.failure": kind})
 
     @staticmethod
     def failed(span: Span, kind: str) -> None:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -409,27 +409,74 @@ def one_arm_ranker_toml(name: str, models: ModelServers) -> str:
     return ranker_toml(name, models).split("[[experiments." + name + '.arms]]\nname = "v2"')[0]
 
 
-def test_a_file_that_removes_the_promoted_arm_says_the_update_ends_the_promotion_which_it_does(
-    own_service: ServiceProcess, api: httpx.Client, models: ModelServers, tmp_path: Path
+def v2_shadow_ranker_toml(name: str, models: ModelServers) -> str:
+    """`ranker_toml` with its second arm, v2 (the last table), a shadow."""
+    return ranker_toml(name, models) + "shadow = true\n"
+
+
+@pytest.mark.parametrize(
+    ("edit", "does", "arms"),
+    [
+        (one_arm_ranker_toml, "removes", [("v1", False)]),
+        (v2_shadow_ranker_toml, "makes a shadow", [("v1", False), ("v2", True)]),
+    ],
+)
+def test_a_file_that_removes_the_promoted_arm_or_makes_it_a_shadow_says_the_update_ends_the_promotion_which_it_does(
+    own_service: ServiceProcess,
+    api: httpx.Client,
+    models: ModelServers,
+    tmp_path: Path,
+    edit: Callable[[str, ModelServers], str],
+    does: str,
+    arms: list[tuple[str, bool]],
 ) -> None:
     name = unique("ranker")
     path = tmp_path / "experiments.toml"
     assert mab(own_service, "apply", "-f", write(path, ranker_toml(name, models))).code == 0
     assert mab(own_service, "promote", name, "v2").code == 0
-    write(path, one_arm_ranker_toml(name, models))
+    write(path, edit(name, models))
 
-    header = f"~ update {name} (ends the promotion of v2, which the file removes: the policy routes again)\n"
+    def stored() -> tuple[str, str | None, list[tuple[str, bool]]]:
+        experiment = api.get(f"/api/experiments/{name}").json()
+        return experiment["status"], experiment["promoted_arm"], [(a["name"], a["shadow"]) for a in experiment["arms"]]
+
+    header = f"~ update {name} (ends the promotion of v2, which the file {does}: the policy routes again)\n"
     assert header in mab(own_service, "apply", "-f", str(path), "--dry-run").out
     refused = mab(own_service, "apply", "-f", str(path), "--keep-traffic")
     assert (refused.code, refused.out) == (2, "")
     assert refused.err.startswith(f'mab: experiment "{name}": the update would move its live traffic (ends the ')
-    stored = api.get(f"/api/experiments/{name}").json()
-    assert (stored["status"], stored["promoted_arm"], len(stored["arms"])) == ("promoted", "v2", 2)
+    assert stored() == ("promoted", "v2", [("v1", False), ("v2", False)])
 
     applied = mab(own_service, "apply", "-f", str(path))
     assert applied.code == 0 and header in applied.out
-    stored = api.get(f"/api/experiments/{name}").json()
-    assert (stored["status"], stored["promoted_arm"], len(stored["arms"])) == ("running", None, 1)
+    assert stored() == ("running", None, arms)
+
+
+def test_a_file_that_makes_a_cut_over_split_learn_says_it_ends_the_cut_over_and_keep_traffic_refuses_it(
+    own_service: ServiceProcess, api: httpx.Client, models: ModelServers, tmp_path: Path
+) -> None:
+    name = unique("bluegreen")
+    path = tmp_path / "bg.toml"
+    assert mab(own_service, "apply", "-f", write(path, blue_green_toml(name, models))).code == 0
+    assert mab(own_service, "promote", name).code == 0
+    write(path, blue_green_toml(name, models).replace('kind = "static"', 'kind = "thompson"'))
+
+    def policy() -> Any:
+        return api.get(f"/api/experiments/{name}").json()["policy"]
+
+    refused = mab(own_service, "apply", "-f", str(path), "--keep-traffic")
+    assert (refused.code, refused.out) == (2, "")
+    assert refused.err.startswith(
+        f'mab: experiment "{name}": the update would move its live traffic (its policy changes from static to '
+        "thompson: the live split blue 0%, green 100% gives way to the policy's own routing)"
+    )
+    assert policy() == {"kind": "static", "weights": [0.0, 1.0]}
+
+    note = "    ! ends the cut-over to green: the policy routes again (thompson, over blue, green); "
+    assert note in mab(own_service, "apply", "-f", str(path), "--dry-run").out
+    applied = mab(own_service, "apply", "-f", str(path))
+    assert applied.code == 0 and note in applied.out
+    assert policy()["kind"] == "thompson"
 
 
 # -- refusals and exit codes ------------------------------------------------------------------------------

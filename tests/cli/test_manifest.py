@@ -12,7 +12,14 @@ import pytest
 from bandit.cli.demo import EXPERIMENT, MODELS, SHADOW, demo_experiment
 from bandit.cli.manifest import POLICY_KINDS, ManifestError, load_manifest, load_manifests, parse_manifest
 from bandit.cli.plan import ABSENT, PATCHABLE_FIELDS, SPEC_FIELDS, FieldChange, PlanError, make_plan, patch_body
-from bandit.core.models import Experiment, ExperimentSpec, RewardSpec, StaticSettings, ThompsonSettings
+from bandit.core.models import (
+    Experiment,
+    ExperimentSpec,
+    RewardSpec,
+    StaticSettings,
+    ThompsonSettings,
+    UCB1Settings,
+)
 from tests.servers import ROOT
 
 EXAMPLE = ROOT / "docs" / "experiments.example.toml"
@@ -340,6 +347,21 @@ def test_an_update_that_moves_a_paused_or_promoted_experiments_traffic_says_so_a
             make_plan([spec], [state], prune=False, keep_traffic=True)
 
 
+def test_a_file_that_makes_the_promoted_arm_a_shadow_ends_the_promotion_and_keep_traffic_refuses_it() -> None:
+    # The service ends a promotion whose arm a PATCH makes a shadow, too: a shadow serves nothing.
+    v2_shadow = msgspec.structs.replace(BASE, arms=[BASE.arms[0], msgspec.structs.replace(BASE.arms[1], shadow=True)])
+    promoted = [live(BASE, status="promoted", promoted_arm="v2")]
+    (action,) = make_plan([v2_shadow], promoted, prune=False).actions
+    assert action.lifecycle == "ends the promotion of v2, which the file makes a shadow: the policy routes again"
+    with pytest.raises(
+        PlanError, match=r'^experiment "checkout-ranker": the update would move its live traffic \(ends the promotion'
+    ):
+        make_plan([v2_shadow], promoted, prune=False, keep_traffic=True)
+    # Another arm's shadow leaves the promotion as it is.
+    (kept,) = make_plan([v2_shadow], [live(BASE, status="promoted", promoted_arm="v1")], prune=False).actions
+    assert kept.lifecycle == "stays promoted to v1: apply changes no lifecycle"
+
+
 BLUE_GREEN = manifest(
     '[experiments.bg]\npolicy = { kind = "static" }\narms = [\n'
     '  { name = "blue", url = "http://10.0.1.5:8080", weight = 1 },\n'
@@ -397,6 +419,52 @@ def test_keep_traffic_keeps_a_live_split_and_applies_the_rest_of_the_file() -> N
     three = msgspec.structs.replace(BLUE_GREEN, arms=[*BLUE_GREEN.arms, red])
     with pytest.raises(PlanError, match=r'^experiment "bg": --keep-traffic cannot keep the live split \(blue 0%, '):
         make_plan([three], [CUT_OVER], prune=False, keep_traffic=True)
+
+
+LEARNING_BLUE_GREEN = msgspec.structs.replace(BLUE_GREEN, policy=ThompsonSettings())
+
+
+def test_a_learning_policy_over_a_cut_over_split_says_it_ends_the_cut_over() -> None:
+    (ended,) = make_plan([LEARNING_BLUE_GREEN], [CUT_OVER], prune=False).actions
+    assert ended.notes == (
+        "ends the cut-over to green: the policy routes again (thompson, over blue, green); to keep the cut-over, "
+        "keep the file's policy static with all weight on green",
+    )
+    assert [change.path for change in ended.changes] == ["policy"]
+    # A split with no arm holding all traffic is no cut-over, and a paused experiment's traffic stays
+    # on its control whatever the policy: neither gets the note.
+    canary = live(msgspec.structs.replace(BLUE_GREEN, policy=StaticSettings(weights=[0.9, 0.1])))
+    assert make_plan([LEARNING_BLUE_GREEN], [canary], prune=False).actions[0].notes == ()
+    paused = {**CUT_OVER, "status": "paused"}
+    (still,) = make_plan([LEARNING_BLUE_GREEN], [paused], prune=False).actions
+    assert (still.notes, still.lifecycle) == ((), "stays paused: apply changes no lifecycle")
+
+
+def test_keep_traffic_refuses_a_policy_change_from_or_to_static_of_an_experiment_the_policy_routes() -> None:
+    from_static = (
+        r'^experiment "bg": the update would move its live traffic \(its policy changes from static to thompson: '
+        r"the live split blue 0%, green 100% gives way to the policy's own routing\), and --keep-traffic"
+    )
+    with pytest.raises(PlanError, match=from_static):
+        make_plan([LEARNING_BLUE_GREEN], [CUT_OVER], prune=False, keep_traffic=True)
+    canary = live(msgspec.structs.replace(BLUE_GREEN, policy=StaticSettings(weights=[0.9, 0.1])))
+    with pytest.raises(PlanError, match=r'^experiment "bg": the update would move its live traffic \(its policy'):
+        make_plan([LEARNING_BLUE_GREEN], [canary], prune=False, keep_traffic=True)
+    to_static = (
+        r'^experiment "bg": the update would move its live traffic \(its policy changes from thompson to static: '
+        r"the file's split blue 100%, green 0% takes over from the policy's routing\)"
+    )
+    with pytest.raises(PlanError, match=to_static):
+        make_plan([BLUE_GREEN], [live(LEARNING_BLUE_GREEN)], prune=False, keep_traffic=True)
+    # Paused or promoted, the status routes, not the policy: the change moves no traffic and goes.
+    paused_cut_over = {**CUT_OVER, "status": "paused"}
+    promoted_learning = live(LEARNING_BLUE_GREEN, status="promoted", promoted_arm="blue")
+    for spec, state in [(LEARNING_BLUE_GREEN, paused_cut_over), (BLUE_GREEN, promoted_learning)]:
+        (update,) = make_plan([spec], [state], prune=False, keep_traffic=True).actions
+        assert (update.verb, [change.path for change in update.changes]) == ("update", ["policy"])
+    # A change between learning policies moves no static split: not this rule's.
+    ucb = msgspec.structs.replace(LEARNING_BLUE_GREEN, policy=UCB1Settings(variance_aware=True))
+    assert make_plan([ucb], [live(LEARNING_BLUE_GREEN)], prune=False, keep_traffic=True).actions[0].verb == "update"
 
 
 def test_patch_changes_everything_of_a_spec_but_the_name_which_is_the_key() -> None:

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from bandit.cli.local_redis import free_port
 from bandit.telemetry.tracing import tracing_wanted
 from tests.conftest import experiment_body
 from tests.servers import ADMIN_TOKEN, ModelServers, ServiceProcess, wait_until
@@ -102,7 +103,17 @@ def test_spans_are_exported_with_experiment_arm_and_decision(
         assert untraced.status_code == 503
         unknown = httpx.post(f"{service.url}/invoke/no-such-experiment/predict", content=b"{}")
         assert unknown.status_code == 404
-        wait_until(lambda: len(spans) >= 3, 10, "three spans exported")
+        # Half the traffic first tries an arm whose connections are refused, then goes to the other.
+        retried = f"{name}-retried"
+        with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
+            arms = [
+                {"name": "good", "url": models.urls["v1"]},
+                {"name": "gone", "url": f"http://127.0.0.1:{free_port()}"},
+            ]
+            body = {"name": retried, "arms": arms, "policy": {"kind": "static", "weights": [0.5, 0.5]}}
+            assert admin.post("/api/experiments", json=body).status_code == 201
+        assert all(httpx.post(f"{service.url}/invoke/{retried}/predict").status_code == 200 for _ in range(6))
+        wait_until(lambda: len(spans) >= 9, 10, "nine spans exported")
     finally:
         service.stop()
 
@@ -133,14 +144,18 @@ def test_spans_are_exported_with_experiment_arm_and_decision(
     assert attributes(failed)["mab.failure"] == "http_5xx"
     assert attributes(failed)["mab.arm"] == untraced.headers["x-bandit-arm"]
     assert failed.status.code == failed.status.STATUS_CODE_ERROR
-    # A refusal is an invoke too: its span says what was asked and what was answered.
+    # A refusal is an invoke too; a name that is no experiment is not put in the span's name.
     _, refused = by_decision[None]
-    assert refused.name == "invoke no-such-experiment"
-    assert attributes(refused) == {
-        "mab.experiment": "no-such-experiment",
-        "http.request.method": "POST",
-        "http.response.status_code": 404,
-    }
+    assert refused.name == "invoke"
+    assert attributes(refused) == {"http.request.method": "POST", "http.response.status_code": 404}
+    # A request whose first arm refused the connection: the arm that answered, and an event for the other.
+    retries = [span for _, span in spans if span.name == f"invoke {retried}" and span.events]
+    assert retries, "no request of the retried experiment went to the refusing arm first"
+    for span in retries:
+        assert attributes(span)["mab.arm"] == "good" and attributes(span)["http.response.status_code"] == 200
+        assert [(event.name, attributes(event)) for event in span.events] == [
+            ("arm failed", {"mab.arm": "gone", "mab.failure": "connect"})
+        ]
 
 
 @pytest.mark.parametrize(
