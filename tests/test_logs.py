@@ -206,7 +206,7 @@ def test_a_redis_url_is_logged_with_its_passwords_masked() -> None:
     assert url_passwords("redis://:a%2Fb@h/0?password=c+d") == ["a%2Fb", "a/b", "c d", "c+d"]
 
 
-@pytest.mark.parametrize("password", ["s3cr#t", "s3/cr3t", "s3cr?t", "a@b"])
+@pytest.mark.parametrize("password", ["s3cr#t", "s3/cr3t", "s3cr?t", "pa?ss", "123#x"])
 def test_a_password_with_a_character_that_ends_the_authority_is_masked_and_refused(password: str) -> None:
     url = f"redis://user:{password}@cache.internal:6379/0"
     # urlsplit (and redis-py) would read another host and no password: found anyway, and masked.
@@ -216,6 +216,21 @@ def test_a_password_with_a_character_that_ends_the_authority_is_masked_and_refus
     with pytest.raises(SettingsError) as refused:
         load_settings(environ={"BANDIT_REDIS_URL": url})
     assert "percent-encode" in str(refused.value) and password not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        # A `@` that redis-py reads right: in the password (it splits at the last), the query, a socket path.
+        ("redis://u:p@ss@h:6379/0", "redis://u:***@h:6379/0"),
+        ("redis://host:6379/0?client_name=svc@prod", "redis://host:6379/0?client_name=svc@prod"),
+        ("redis://host/0?password=p@ss", "redis://host/0?password=***"),
+        ("unix:///tmp/r.sock?password=pw@x", "unix:///tmp/r.sock?password=***"),
+    ],
+)
+def test_a_url_redis_py_reads_right_is_accepted_and_masked_as_it_reads_it(url: str, masked: str) -> None:
+    assert load_settings(environ={"BANDIT_REDIS_URL": url}).redis_url == url
+    assert masked_url(url) == masked
 
 
 # -- the setting -----------------------------------------------------------------------------------

@@ -223,22 +223,52 @@ def _check_limits(settings: Settings) -> None:
 
 
 def redis_userinfo(url: str) -> tuple[str, str, str] | None:
-    """(scheme, userinfo, the rest) of a Redis URL with credentials, the userinfo read up to the
-    *last* `@`: a password holding an unencoded `#`, `/` or `?` ends the authority early for
-    `urlsplit` (and so for redis-py). A `@` later in the URL takes more for userinfo, never less."""
+    """(scheme, userinfo, the rest after its `@`) of a Redis URL with credentials, else None.
+
+    A password holding an unencoded `#`, `/` or `?` ends the authority early for `urlsplit` (and
+    so for redis-py): such a URL (`userinfo_cut_short`) is read up to its *last* `@`, which may
+    take more than the userinfo when the query holds a `@` too: more is masked, never less."""
     scheme, separator, rest = url.partition("://")
-    userinfo, at, after = rest.rpartition("@")
-    return (scheme, userinfo, after) if separator and at else None
+    if not separator or "@" not in rest:
+        return None
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in netloc:
+        userinfo = netloc.rpartition("@")[0]
+        return scheme, userinfo, rest[len(userinfo) + 1 :]
+    if not userinfo_cut_short(url):
+        return None  # a `@` in the path or query, and no credentials
+    userinfo, _at, after = rest.rpartition("@")
+    return scheme, userinfo, after
+
+
+def userinfo_cut_short(url: str) -> bool:
+    """Whether a `@` after what `urlsplit` takes for the authority is really the end of a user
+    name or password that holds `#`, `/` or `?`: the authority it found then has no host, or a
+    port that is no number, or no `/` comes before that `@` (a path would)."""
+    rest = url.partition("://")[2]
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "@" in rest
+    if "@" not in rest or "@" in parts.netloc or not parts.netloc:
+        return False  # no `@` past the authority, or credentials found, or a socket path (unix:///...)
+    try:
+        port_ok = parts.port is None or parts.port >= 0
+    except ValueError:
+        port_ok = False
+    return not parts.hostname or not port_ok or "/" not in rest[: rest.index("@")]
 
 
 def _check_redis(settings: Settings) -> None:
-    split = redis_userinfo(settings.redis_url)
-    if split is not None and any(mark in split[1] for mark in "#/?@"):
+    if userinfo_cut_short(settings.redis_url):
         # redis-py would cut the URL at that character: another host, no password or part of one.
         # The message names the characters, never the URL (it holds the password).
         raise SettingsError(
-            "BANDIT_REDIS_URL: its user name or password holds #, /, ? or @ unencoded; percent-encode them"
-            " (# as %23, / as %2F, ? as %3F, @ as %40)"
+            "BANDIT_REDIS_URL: its user name or password holds #, / or ? unencoded; percent-encode them"
+            " (# as %23, / as %2F, ? as %3F)"
         )
     if settings.ack_replicas < 0 or settings.ack_timeout_s <= 0:
         raise SettingsError("BANDIT_ACK_REPLICAS must be >= 0 and BANDIT_ACK_TIMEOUT > 0 seconds")

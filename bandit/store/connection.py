@@ -178,6 +178,9 @@ def masked_url(url: str) -> str:
         f"{_PASSWORD_PARAMETER}={MASK}" if parameter.partition("=")[0] == _PASSWORD_PARAMETER else parameter
         for parameter in parts.query.split("&")
     )
+    if not parts.netloc:  # unix:///path: urlunsplit would drop the empty authority's `//`
+        before_query = url.partition("?")[0].partition("#")[0]
+        return before_query + (f"?{query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
