@@ -70,7 +70,8 @@ The batchers (`client.batcher(max_items=500, max_delay_s=1.0, ...)`)
     service's limit) are buffered, when the oldest is `max_delay_s` old, on `flush()` (send
     now and wait, optionally up to a timeout) and on `close(timeout_s=10)` (send what is
     left, retrying until the deadline, then stop; also at interpreter exit for the sync one,
-    and when its client is closed). They are context managers.
+    and when its client is closed). They are context managers. The thread or task starts with
+    the first `add`.
 
     - close() keeps its deadline: it returns within `timeout_s` and a grace of 0.25 s for an
       answer already on its way, whatever the network does. Each post made after close() was
@@ -92,16 +93,22 @@ The batchers (`client.batcher(max_items=500, max_delay_s=1.0, ...)`)
       the client's own checks passed it) sends the batch again in halves, down to that item.
     - Reported: each final failure goes to `on_error(failures)` (a list of `FeedbackFailure`:
       decision, reward, status, reason), called from the batcher's thread or task, or from
-      close() for what it gives up on (one call at a time), and to the `bandit.client` logger;
-      `counters` is a consistent snapshot of `added`, `sent` (acknowledged) = `accepted` +
-      `duplicate` + `rejected`, `failed`, `acknowledged_late`, `pending`, `dropped`, `retries`
-      and the last retry's reason, with `added` = `sent` + `failed` + `pending`. on_error may
-      call close() (it then returns at once; the sender keeps to the deadline).
+      close() for what it gives up on (one call at a time, each failure once), and to the
+      `bandit.client` logger; `counters` is a consistent snapshot of `added`, `sent`
+      (acknowledged) = `accepted` + `duplicate` + `rejected`, `failed`, `acknowledged_late`,
+      `pending`, `dropped`, `retries` and the last retry's reason, with `added` = `sent` +
+      `failed` + `pending`. A FeedbackBatcher's on_error may call its close() (it then returns
+      at once; the sender keeps to the deadline). An AsyncFeedbackBatcher's on_error is a plain
+      call, and its close() a coroutine, which on_error cannot wait for: to stop at a failure,
+      have on_error set a flag (or an `asyncio.Event`) that the application acts on.
     - Never losing an acknowledged reward: a reward counts as sent only once a 202 covering it
       came back. Rewards still unacknowledged at close()'s deadline (buffered, or on their way
       without an answer) are `failed` with status None, once, and handed to on_error before
       close() returns, so an application can keep them and send them later (they count once,
-      even if one of them was counted before its answer was lost). A 202 that comes after
+      even if one of them was counted before its answer was lost). Only if the sync sender is
+      still inside an earlier on_error call at the deadline (a slow one, or one waiting on the
+      thread that is closing) does close() return without waiting for it: that thread hands
+      them to on_error, once, when its call returns. A 202 that comes after
       that deadline changes none of this: those rewards stay `failed` and are counted in
       `acknowledged_late` too (the service did count them; sent again, they are duplicates).
     - Bounded memory: at most `max_buffered` (100,000) rewards wait; past that `add` drops the
@@ -111,14 +118,16 @@ The batchers (`client.batcher(max_items=500, max_delay_s=1.0, ...)`)
       event loop) on the outage of a side channel. What is dropped was never acknowledged,
       and the counter says how much it was.
     - Forking (gunicorn's or uwsgi's preload): a `Client` and a `FeedbackBatcher` made before
-      a fork work in the child. The client gets a connection pool of its own there (the
-      inherited connections are the parent's; a `transport` passed in is the caller's and is
-      kept), and the batcher a sender thread of its own, starting empty, its counters at zero:
-      what the parent had buffered or in flight stays the parent's to send and to count.
-      Sending it from the child too would be harmless to the service (it counts each decision
-      once) but would count it in two processes' books and report its failures twice. The
-      asyncio ones cannot cross a fork (an event loop does not): make them in the process that
-      uses them.
+      a fork work in the child. On its first use there, the client gets a connection pool of
+      its own (the inherited connections are the parent's; a `transport` passed in is the
+      caller's and is kept), and the batcher its own locks and books, starting empty, its
+      counters at zero, and a sender thread of its own with its first reward: what the parent
+      had buffered or in flight stays the parent's to send and to count. Sending it from the
+      child too would be harmless to the service (it counts each decision once) but would count
+      it in two processes' books and report its failures twice. Nothing is done at the fork
+      itself: a child that never uses them (a multiprocessing worker, a subprocess's
+      preexec_fn) starts no thread and builds no pool. The asyncio ones cannot cross a fork (an
+      event loop does not): make them in the process that uses them.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ A part is always sent again exactly as it was: the service counts each decision 
 batch whose 202 was lost on the way back counts once when it is sent again.
 
 close() may give up on a delivery while one of its posts is still on its way (`given_up`): its
-items are failed then, once. An answer that comes afterwards settles nothing more; a 202 is only
-counted as `acknowledged_late`.
+items are failed then, once (giving up again gives up nothing). An answer that comes afterwards
+settles nothing more; a 202 is only counted as `acknowledged_late`.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ class Delivery:
     def abandon(self, reason: str) -> Outcome:
         """Give up on every item not settled yet (the close deadline passed); nothing once given up on."""
         failed = [failure for part in self._parts for failure in _failures(part, None, reason)]
-        self._given_up_in_flight = len(self._parts[0]) if self._parts else 0
+        if self._parts:  # given up on again (close() twice): what was in flight the first time is still out
+            self._given_up_in_flight = len(self._parts[0])
         self._parts.clear()
         return Outcome(failed=failed)
 

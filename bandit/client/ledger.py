@@ -99,7 +99,14 @@ class Ledger:
         )
 
     def report(self, outcome: Outcome) -> None:
-        """Log what the outcome holds worth telling, and hand its failures to on_error (outside any lock)."""
+        """Log the outcome and hand its failures to on_error (outside any lock; the async batcher's way)."""
+        self.log(outcome)
+        for failures in (outcome.rejected, outcome.failed):
+            if failures:
+                self.hand_over(failures)
+
+    def log(self, outcome: Outcome) -> None:
+        """Log what the outcome holds worth telling."""
         if outcome.retry_in_s:
             log.info("feedback batch sent again in %.2f s: %s", outcome.retry_in_s, outcome.retry_reason)
         if outcome.acknowledged_late:
@@ -118,8 +125,12 @@ class Ledger:
                 first.status if first.status is not None else "no answer",
                 first.reason,
             )
-            if self._on_error is not None:
-                try:
-                    self._on_error(failures)
-                except Exception:  # the application's callback must not stop the deliveries
-                    log.exception("the batcher's on_error callback raised")
+
+    def hand_over(self, failures: list[FeedbackFailure]) -> None:
+        """Call on_error with the failures (outside any lock); what it raises is logged, not passed on."""
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(failures)
+        except Exception:  # the application's callback must not stop the deliveries
+            log.exception("the batcher's on_error callback raised")

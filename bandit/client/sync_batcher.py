@@ -7,7 +7,6 @@ import os
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
 from types import TracebackType
@@ -25,11 +24,10 @@ from bandit.client.buffer import (
 )
 from bandit.client.delivery import Delivery, Outcome, given_up
 from bandit.client.errors import Unreachable
+from bandit.client.forks import ProcessBound
 from bandit.client.ledger import BatcherCounters, Ledger, OnError, log
 from bandit.client.limits import Item, checked_item
-
-#: Every batcher of this process, for the fork hook at the end of this module.
-_BATCHERS: weakref.WeakSet[FeedbackBatcher] = weakref.WeakSet()
+from bandit.client.reports import FailureReports
 
 
 class FeedbackPoster(Protocol):
@@ -44,8 +42,9 @@ class FeedbackBatcher:
     """Buffers rewards and posts them in batches from a background thread; see `bandit.client`.
 
     A batch goes when it has `max_items` rewards, when its oldest is `max_delay_s` old, on
-    flush() and on close(). `add` is thread-safe and never blocks on the network. In a child
-    process forked after it was made, it starts again empty, with a sender of its own.
+    flush() and on close(). `add` is thread-safe and never blocks on the network; the sending
+    thread starts with the first reward. In a child process forked after it was made, it starts
+    again empty on its first use there, with locks and a sender of its own.
     """
 
     def __init__(
@@ -66,34 +65,37 @@ class FeedbackBatcher:
         self._seed = seed
         self._closing = False
         self._deadline: float | None = None
+        self._process = ProcessBound()
         self._start(random.Random(seed))
         # A daemon thread dies with the interpreter: what is left is sent at exit, within the usual deadline.
         self._at_exit = self.close
         atexit.register(self._at_exit)
-        _BATCHERS.add(self)
 
     def _start(self, rng: random.Random) -> None:
-        """Empty books, the locks and the sending thread: when made, and again in a child after a fork."""
+        """Empty books and the locks, no sender yet (the first reward starts it): when made, and in a child."""
         self._buffer = RewardBuffer(*self._limits)
         self._ledger = Ledger(self._on_error)
+        # on_error is called from one thread at a time (the sender's, or that of close() giving up).
+        self._reports = FailureReports(self._ledger.hand_over)
         self._rng = rng
         # The batch on its way, which close() gives up on at its deadline if the sender has not.
         self._in_flight: Delivery | None = None
         self._lock = threading.Lock()
         # One condition for every change: items added, a flush asked for, items settled, closing.
         self._changed = threading.Condition(self._lock)
-        # on_error is called from one thread at a time (the sender's, or that of close() giving up).
-        self._reporting = threading.RLock()
-        self._thread = threading.Thread(target=self._run, name="bandit-feedback-batcher", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
-    def _start_in_child(self) -> None:
-        """In a child process just forked: its own empty books and sender, with no thread of the parent's.
+    def _here(self) -> None:
+        """Make this process's own books, locks and sender, if this is a child forked since (see `forks`).
 
         What the parent had buffered or in flight stays the parent's to send and to count: a child
         sending it too would be harmless to the service (it counts each decision once) but would
-        count it in two processes' books and report its failures twice.
+        count it in two processes' books and report its failures twice. The parent's lock may be
+        held in the child for good (by a thread of the parent's), and its sender does not exist there.
         """
+        self._process.rebuild_if_forked(self._start_in_child)
+
+    def _start_in_child(self) -> None:
         self._start(random.Random(None if self._seed is None else f"{self._seed}/{os.getpid()}"))
 
     # -- what the application calls ------------------------------------------------------------
@@ -103,9 +105,13 @@ class FeedbackBatcher:
         ValueError for a malformed reward; RuntimeError once the batcher is closed.
         """
         item = checked_item(decision, value)
+        self._here()
         with self._lock:
             if self._closing:
                 raise RuntimeError("the feedback batcher is closed: rewards can no longer be added")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bandit-feedback-batcher", daemon=True)
+                self._thread.start()
             if not self._buffer.put(item, time.monotonic()):
                 self._ledger.dropped_one(self._buffer.max_buffered)
                 return False
@@ -121,11 +127,12 @@ class FeedbackBatcher:
         retries, which honour the service's Retry-After.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._here()
         with self._lock:
             target = self._buffer.flush_all()
             self._changed.notify_all()
             while self._ledger.settled < target:
-                if not self._thread.is_alive():
+                if self._thread is None or not self._thread.is_alive():
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -138,28 +145,35 @@ class FeedbackBatcher:
 
         Rewards still unacknowledged at the deadline (buffered, or on their way without an answer
         yet) count as `failed` and go to on_error before close() returns (status None: they may be
-        sent again later, and count once). close() returns within about `timeout_s`, whatever the
-        network does. Closing twice is harmless; closing from on_error returns at once, and the
-        sender keeps to the deadline.
+        sent again later, and count once), unless on_error is still busy with an earlier call at
+        the deadline: then the thread in it hands them on once that call returns. close() returns
+        within about `timeout_s`, whatever the network (or on_error) does. Closing twice is
+        harmless; closing from on_error returns at once, and the sender keeps to the deadline.
         """
+        self._here()
         with self._lock:
             if not self._closing:
                 self._closing = True
                 self._deadline = time.monotonic() + max(0.0, timeout_s)
                 self._changed.notify_all()
             deadline = self._deadline if self._deadline is not None else time.monotonic()
-        if threading.current_thread() is self._thread:  # from on_error: the sender must go on to end
+        sender = self._thread
+        if threading.current_thread() is sender:  # from on_error: the sender must go on to end
             return self.counters
-        self._thread.join(max(0.0, deadline - time.monotonic()) + CLOSE_GRACE_S)
+        if sender is not None:
+            sender.join(max(0.0, deadline - time.monotonic()) + CLOSE_GRACE_S)
         # Normally the sender has settled everything by now; if a post of its outlasts the deadline
         # (made before close(), with the client's own timeout), what it carries fails here, and its
         # answer, when it comes, settles nothing more.
-        self._conclude(lambda: given_up(self._in_flight, self._buffer.take_all()))
+        self._conclude(
+            lambda: given_up(self._in_flight, self._buffer.take_all()), report_until=deadline + CLOSE_GRACE_S
+        )
         atexit.unregister(self._at_exit)
         return self.counters
 
     @property
     def counters(self) -> BatcherCounters:
+        self._here()
         with self._lock:
             return self._ledger.snapshot()
 
@@ -217,15 +231,21 @@ class FeedbackBatcher:
             return partial(delivery.unreachable, str(error))
         return partial(delivery.answered, response)
 
-    def _conclude(self, settle: Callable[[], Outcome]) -> Outcome:
+    def _conclude(self, settle: Callable[[], Outcome], report_until: float = 0.0) -> Outcome:
         """Settle, count and wake whoever waits, under the lock (so that the sender and close() never
-        both settle the same items), then report (outside it)."""
+        both settle the same items), then report (outside it).
+
+        Failures go to on_error from this thread, or, if another is in on_error, from that one once
+        its call returns: this waits for that until the monotonic time `report_until` at most (the
+        sender not at all, close() until its deadline), never without limit (see `reports`).
+        """
         with self._lock:
             outcome = settle()
             self._ledger.book(outcome)
             self._changed.notify_all()
-        with self._reporting:
-            self._ledger.report(outcome)
+        self._ledger.log(outcome)
+        if outcome.rejected or outcome.failed:
+            self._reports.report(outcome.rejected, outcome.failed, wait_until=report_until)
         return outcome
 
     def _pause(self, delay_s: float) -> None:
@@ -242,12 +262,3 @@ class FeedbackBatcher:
     def _time_left(self) -> float | None:
         """None (the client's own timeout) until close() set a deadline, then the time left before it."""
         return None if self._deadline is None else self._deadline - time.monotonic()
-
-
-def _start_batchers_in_child() -> None:
-    for batcher in list(_BATCHERS):
-        batcher._start_in_child()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_start_batchers_in_child)

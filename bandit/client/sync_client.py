@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -14,13 +13,11 @@ from bandit.client import calls
 from bandit.client.backoff import Backoff
 from bandit.client.buffer import DEFAULT_MAX_BUFFERED
 from bandit.client.errors import ApiError
+from bandit.client.forks import ProcessBound
 from bandit.client.ledger import OnError
 from bandit.client.limits import Item
 from bandit.client.results import FeedbackResult, Invocation
 from bandit.client.sync_batcher import FeedbackBatcher
-
-#: Every Client of this process, for the fork hook at the end of this module.
-_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 class Client:
@@ -38,9 +35,9 @@ class Client:
         self.endpoint = calls.Endpoint.resolve(url, token, feedback_token)
         self.timeout = timeout
         self._transport = transport
+        self._process = ProcessBound()  # first: a pool made before it would be taken for a child's own
         self._http = self._connections()
         self._batchers: weakref.WeakSet[FeedbackBatcher] = weakref.WeakSet()
-        _CLIENTS.add(self)
 
     @property
     def url(self) -> str:
@@ -99,7 +96,7 @@ class Client:
         target = calls.invoke_target(experiment, path)
         request = f"{method} {target}"
         try:
-            response = self._http.request(
+            response = self._pool().request(
                 method,
                 target,
                 json=json,
@@ -135,7 +132,7 @@ class Client:
         """
         timeout = self.timeout if timeout_s is None else calls.within(timeout_s, self.timeout)
         try:
-            return self._http.post(
+            return self._pool().post(
                 "/feedback",
                 content=calls.feedback_body(items),
                 headers=self.endpoint.feedback_headers,
@@ -172,7 +169,7 @@ class Client:
         """Close the batchers made by this client (each sends what it holds, within its deadline), then it."""
         for batcher in list(self._batchers):
             batcher.close()
-        self._http.close()
+        self._pool().close()
 
     def __enter__(self) -> Client:
         return self
@@ -186,26 +183,25 @@ class Client:
         # No default headers: a token set here would reach the models through /invoke.
         return httpx.Client(base_url=self.endpoint.url, timeout=self.timeout, transport=self._transport)
 
+    def _pool(self) -> httpx.Client:
+        """The connections of this process: in a child forked since, a pool of its own, made on first use.
+
+        The connections it inherited are the parent's (two processes writing on one socket garble
+        both), and their lock may be held by a thread that does not exist here. They are let go of
+        rather than closed, so that nothing (a TLS close alert) goes on the parent's connections. A
+        transport passed in is the caller's, kept as it is. Made on first use rather than at the fork
+        (see `forks`): most children never use the client, and a new pool builds an SSL context.
+        """
+        self._process.rebuild_if_forked(self._reconnect_in_child)
+        return self._http
+
     def _reconnect_in_child(self) -> None:
-        """After a fork, in the child: a pool of its own. The connections it inherited are the parent's
-        (two processes writing on one socket garble both), and their lock may be held by a thread that
-        does not exist here. They are let go of rather than closed, so that nothing (a TLS close
-        alert) goes on the parent's connections. A transport passed in is the caller's, kept as it is."""
         if self._transport is None and not self._http.is_closed:
             self._http = self._connections()
 
     def _manage(self, call: calls.Call) -> Any:
         try:
-            response = self._http.request(call.method, call.path, json=call.json, headers=self.endpoint.admin_headers)
+            response = self._pool().request(call.method, call.path, json=call.json, headers=self.endpoint.admin_headers)
         except httpx.TransportError as error:
             raise calls.unreachable(f"{call.method} {call.path}", self.url, error) from error
         return calls.management_answer(response)
-
-
-def _reconnect_clients_in_child() -> None:
-    for client in list(_CLIENTS):
-        client._reconnect_in_child()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_reconnect_clients_in_child)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 
@@ -165,3 +166,76 @@ def test_close_called_from_on_error_on_the_sender_thread_returns_at_once(caplog:
     assert (final.failed, final.pending) == (1, 0), final
     assert called_on == ["bandit-feedback-batcher"]
     assert not [r for r in caplog.records if "on_error" in r.getMessage()], caplog.text
+
+
+def test_closing_twice_while_a_post_is_held_still_counts_its_late_answer() -> None:
+    # Closed twice (by the application, then by its client) before the held post's 202 comes back.
+    reported: list[FeedbackFailure] = []
+    with StallingServer() as server, Client(server.url, timeout=10) as client:
+        batcher = client.batcher(max_delay_s=60, on_error=reported.extend)
+        for decision, value in REWARDS:
+            batcher.add(decision, value)
+        assert not batcher.flush(timeout_s=0.2)
+        wait_until(lambda: server.requests == 1, 5, "the post held by the server")
+        assert batcher.close(timeout_s=0.3).failed == 5
+        assert batcher.close(timeout_s=0.3).failed == 5  # nothing more to give up on
+        server.answer_held()
+        wait_until(lambda: batcher.counters.acknowledged_late == 5, 5, "the late answer counted")
+        late = batcher.counters
+    assert (late.added, late.sent, late.failed, late.acknowledged_late, late.pending) == (5, 0, 5, 5, 0), late
+    assert len(reported) == 5
+
+
+def test_close_keeps_its_deadline_while_the_sender_is_in_a_slow_on_error(client: Client) -> None:
+    # on_error writes the failures somewhere slow; close() has nothing left to report, and must not wait for it.
+    reporting, release = threading.Event(), threading.Event()
+
+    def slow(failures: list[FeedbackFailure]) -> None:
+        reporting.set()
+        release.wait(5)
+
+    batcher = client.batcher(max_delay_s=60, on_error=slow)
+    batcher.add("not-a-decision", 1)  # refused inside the 202: reported by the sender
+    assert batcher.flush(timeout_s=5) and reporting.wait(5)
+    started = time.monotonic()
+    final = batcher.close(timeout_s=0.3)
+    elapsed = time.monotonic() - started
+    release.set()
+    assert elapsed < WITHIN_S, elapsed
+    assert (final.added, final.rejected, final.failed, final.pending) == (1, 1, 0, 0), final
+
+
+def test_what_close_gives_up_while_on_error_waits_on_the_closing_thread_is_reported_once_after(
+    client: Client,
+) -> None:
+    # on_error puts the failures on a bounded queue that the thread now closing consumes, once close() returned:
+    # close() waiting for on_error would wait for itself.
+    failures: queue.Queue[object] = queue.Queue(maxsize=1)
+    failures.put("an earlier report, not consumed yet")
+    reporting = threading.Event()
+
+    def hand_on(batch: list[FeedbackFailure]) -> None:
+        reporting.set()
+        failures.put([(f.decision, f.status, threading.current_thread().name) for f in batch], timeout=5)
+
+    batcher = client.batcher(max_delay_s=60, on_error=hand_on)
+    batcher.add("not-a-decision", 1)
+    assert batcher.flush(timeout_s=5) and reporting.wait(5)
+    for decision, value in REWARDS:
+        batcher.add(decision, value)  # buffered: the sender is in on_error
+    started = time.monotonic()
+    final = batcher.close(timeout_s=0.3)
+    elapsed = time.monotonic() - started
+    assert elapsed < WITHIN_S, elapsed
+    assert (final.added, final.rejected, final.failed, final.pending) == (6, 1, 5, 0), final
+
+    consumed = [failures.get(timeout=5) for _ in range(3)]
+    sender = batcher._thread
+    assert sender is not None
+    sender.join(5)
+    assert not sender.is_alive() and failures.empty()  # each failure reported once
+    earlier, rejected, given_up = consumed
+    assert earlier == "an earlier report, not consumed yet"
+    assert [(decision, thread) for decision, _, thread in rejected] == [("not-a-decision", "bandit-feedback-batcher")]
+    # What close() gave up on went on_error's way by the thread that was in it, once its call returned.
+    assert given_up == [(decision, None, "bandit-feedback-batcher") for decision, _ in REWARDS], given_up

@@ -126,3 +126,25 @@ def test_a_fork_while_another_thread_holds_the_batchers_lock_leaves_the_child_a_
     assert report == [True, True, 1]
     assert batcher.close().added == 0
     assert counted(client, experiment)["rewards"] == 1
+
+
+def test_a_child_that_never_uses_them_gets_no_thread_and_no_new_pool(client: Client, experiment: str) -> None:
+    # Most children of a process never use its batcher (a multiprocessing worker, a subprocess's
+    # preexec_fn): nothing may run in them at the fork, while locks the parent's threads held may still look held.
+    parents, childs = decisions(client, experiment, 2)
+    batcher = client.batcher(max_delay_s=60)
+    batcher.add(parents, 1)  # the parent's sender thread is running at the fork
+    pool = client._http
+
+    def child() -> dict[str, Any]:
+        untouched = [threading.active_count(), client._http is pool, batcher.closed, batcher.counters.added]
+        still = [threading.active_count(), client._http is pool]
+        batcher.add(childs, 1)
+        flushed = batcher.flush(timeout_s=10)
+        return {"untouched": untouched + still, "used": [threading.active_count(), client._http is pool, flushed]}
+
+    report = in_a_child(child)
+    assert report["untouched"] == [1, True, False, 0, 1, True], report  # reading its counters uses nothing
+    assert report["used"] == [2, False, True], report  # on first use: a sender thread and a pool of its own
+    assert batcher.close().accepted == 1
+    assert counted(client, experiment)["rewards"] == 2
