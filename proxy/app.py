@@ -23,7 +23,15 @@ from bandit.core.decision_ids import DecisionSigner
 from bandit.telemetry.tracing import InvokeTracer
 from proxy.admission import ArmSlots
 from proxy.clients.base import Headers, UpstreamClient, UpstreamResponse
-from proxy.exceptions import BadTarget, BodyTimeout, BodyTooLarge, ClientDisconnected, UpstreamError, UpstreamTimeout
+from proxy.exceptions import (
+    HTTP_5XX,
+    BadTarget,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from proxy.headers import IncomingRequest, request_headers, response_headers
 from proxy.health import ArmHealth, HealthKey
 from proxy.recorder import DecisionRecorder
@@ -42,8 +50,6 @@ log = logging.getLogger("mab.proxy")
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _encode = msgspec.json.Encoder().encode
-#: The failure kind of an answer with a 5xx status (the others are UpstreamError.kind).
-HTTP_5XX = "http_5xx"
 
 
 class Responder(Protocol):

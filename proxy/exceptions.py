@@ -23,6 +23,10 @@ import re
 _URL_QUERY = re.compile(r"""(\bhttps?://[^\s?#'"<>]*)\?[^\s#'"<>]*""")
 
 
+#: The failure kind of an answer with a 5xx status (the others are UpstreamError.kind).
+HTTP_5XX = "http_5xx"
+
+
 class UpstreamError(Exception):
     status_code = 502
     message = "upstream failed"

@@ -74,7 +74,6 @@ class DecisionRecorder:
         self._counters = counters
         # The same counts, for this process's Prometheus metrics (None: BANDIT_METRICS=false),
         # added to them at each flush.
-        self._metrics = metrics
         self._tally = ServedTally(metrics) if metrics is not None else None
         self.flush_interval_s = flush_interval_s
         # Told the experiments that served requests since the last flush (the registry keeps those fresh).

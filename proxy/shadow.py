@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from bandit.telemetry.metrics import ServiceMetrics
 from proxy.clients.base import Headers, Origin, Timeouts, UpstreamClient
-from proxy.exceptions import UpstreamError
+from proxy.exceptions import HTTP_5XX, UpstreamError
 from proxy.health import ArmHealth
 from proxy.recorder import DecisionRecorder
 
@@ -84,7 +84,7 @@ class ShadowMirror:
                 async for _ in response.body():
                     pass  # read to the end so the connection can be reused; the answer is discarded
                 if response.status >= 500:
-                    failure = "http_5xx"
+                    failure = HTTP_5XX
             finally:
                 await response.close()
         except UpstreamError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from bandit.core.decision_ids import Decision, DecisionSigner
@@ -68,14 +69,15 @@ async def ingest(
     # Per experiment and incarnation: the items' indices and their records, in batch order.
     groups: dict[tuple[str, str], tuple[_Rules, list[int], list[FeedbackRecord]]] = {}
     verify = signer.verify
+    # (experiment, outcome) -> items refused before the feedback script, for the metrics.
+    refused: Counter[tuple[str, str]] = Counter()
     for index, item in enumerate(items):
         try:
             decision = verify(item.decision)
         except MabError as error:
             rejected.append(RejectedItem(index=index, status=error.status_code, reason=error.detail))
-            if metrics is not None:
-                # Not signed by us: its experiment name is the sender's, never a label.
-                metrics.feedback("", "rejected")
+            # Not signed by us: its experiment name is the sender's, never a label.
+            refused["", "rejected"] += 1
             continue
         experiment, arm, incarnation, issued_ms, nonce, latency_us, issuer, sequence = decision
         rules = found.get(experiment)
@@ -97,8 +99,7 @@ async def ingest(
             refusal = _refusal(decision, reward, rules, now_ms)
             if refusal is not None:
                 rejected.append(RejectedItem(index=index, status=refusal.status_code, reason=refusal.detail))
-                if metrics is not None:
-                    metrics.feedback(experiment, "stale" if refusal.status_code == 410 else "rejected")
+                refused[experiment, "stale" if refusal.status_code == 410 else "rejected"] += 1
                 continue
         assert not isinstance(rules, MabError)  # _refusal refuses every item of an experiment not found
         if rules.penalty > 0:
@@ -123,6 +124,9 @@ async def ingest(
             )
         )
 
+    if metrics is not None:
+        for (experiment, outcome), count in refused.items():
+            metrics.feedback(experiment, outcome, count)
     accepted = duplicate = 0
     for (experiment, incarnation), (rules, indices, records) in groups.items():
         try:

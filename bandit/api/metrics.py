@@ -34,7 +34,7 @@ from bandit.api.stats import StatsMemo
 from bandit.core.errors import MabError
 from bandit.core.ports import Routing
 from bandit.store.redis_store import RedisStore
-from bandit.telemetry.metrics import ServiceMetrics, multiprocess_directory
+from bandit.telemetry.metrics import ServiceMetrics
 
 log = logging.getLogger("mab.metrics")
 #: How old the stats behind the arm gauges may be: a scrape every few seconds reuses them.
@@ -138,8 +138,7 @@ class MetricsExposition:
         self._memo = memo
         self._routing = routing
         self.max_age_s = max_age_s
-        directory = multiprocess_directory() if metrics.multiprocess else None
-        self._shared = None if directory is None else Path(directory)
+        self._shared = None if metrics.directory is None else Path(metrics.directory)
         self._lock = asyncio.Lock()
         self._text = b""
         self._rendered_at = -math.inf

@@ -59,7 +59,8 @@ class ServiceMetrics:
             MultiProcessCollector(self.registry, path=directory)  # type: ignore[no-untyped-call]
         else:
             self.registry = own
-        self.multiprocess = directory is not None
+        # Where the replica's workers keep their values (None: in this process's memory).
+        self.directory = directory
         self.decisions = Counter(
             "mab_decisions",
             "Requests an arm answered (for a shadow arm: the copies it answered), as counted in stats' decisions.",
@@ -126,9 +127,9 @@ class ServiceMetrics:
 
     # The three below are called where a request is being answered: like `ServedTally.publish`
     # they never raise (a failing metric is logged, the request goes on).
-    def shadow(self, experiment: str, arm: str, outcome: str) -> None:
+    def shadow(self, experiment: str, arm: str, outcome: str, copies: int = 1) -> None:
         try:
-            self.shadow_requests.labels(experiment, arm, outcome).inc()
+            self.shadow_requests.labels(experiment, arm, outcome).inc(copies)
         except Exception:
             log.exception("shadow metrics of %s could not be updated", experiment)
 
@@ -197,7 +198,7 @@ class ServedTally:
             try:
                 self._metrics.served(experiment, arm, tally)
                 if tally.shadow_dropped:
-                    self._metrics.shadow_requests.labels(experiment, arm, "dropped").inc(tally.shadow_dropped)
+                    self._metrics.shadow(experiment, arm, "dropped", tally.shadow_dropped)
             except Exception:
                 log.exception("metrics of arm %s of %s could not be updated", arm, experiment)
 
