@@ -142,7 +142,6 @@ class MetricsExposition:
         self._lock = asyncio.Lock()
         self._text = b""
         self._rendered_at = -math.inf
-        self.renders = 0
 
     async def text(self) -> bytes:
         async with self._lock:  # scrapes that arrive during a render wait for it and share it
@@ -156,7 +155,6 @@ class MetricsExposition:
                 shared = await shared_state_families(self._store, self._memo, self._routing)
                 self._text = await anyio.to_thread.run_sync(_render, self._metrics.registry, shared)
                 self._rendered_at = time.monotonic()
-                self.renders += 1
             return self._text
 
     def _fresh_shared(self) -> bytes | None:
@@ -182,7 +180,6 @@ class MetricsExposition:
             draft = self._shared / f"{SHARED_RENDERING}.{os.getpid()}"
             draft.write_bytes(text)
             os.replace(draft, self._shared / SHARED_RENDERING)
-            self.renders += 1
             return text
 
 
