@@ -153,14 +153,20 @@ def test_overview_lists_each_experiment_with_its_recent_traffic(
     with _admin(service) as admin:
         admin.post("/api/experiments", json=body).raise_for_status()
     Traffic(service.url, name, seconds=2).join()
-    time.sleep(0.3)
-    overview = httpx.get(f"{service.url}/dashboard/data/overview", timeout=10).json()
-    entry = next(item for item in overview if item["name"] == name)
-    assert entry["status"] == "running" and entry["policy"] == "thompson"
-    assert [(arm["name"], arm["shadow"]) for arm in entry["arms"]] == [("v1", True), ("v2", False), ("v3", False)]
-    served = sum(arm["decisions_last_minute"] for arm in entry["arms"] if not arm["shadow"])
-    assert served == entry["decisions_last_minute"] > 0
-    assert entry["leader"] in {"v2", "v3"} and isinstance(entry["stopping_met"], bool)
+
+    def entry() -> dict[str, Any]:
+        overview = httpx.get(f"{service.url}/dashboard/data/overview", timeout=10).json()
+        return next(item for item in overview if item["name"] == name)
+
+    # The overview's stats may be up to OVERVIEW_MAX_AGE_S (5 s) old: a worker that computed them
+    # before the first reward shows no leader until it confirms them again.
+    wait_until(lambda: entry()["leader"] is not None, 8, "the overview names a leader")
+    summary = entry()
+    assert summary["status"] == "running" and summary["policy"] == "thompson"
+    assert [(arm["name"], arm["shadow"]) for arm in summary["arms"]] == [("v1", True), ("v2", False), ("v3", False)]
+    served = sum(arm["decisions_last_minute"] for arm in summary["arms"] if not arm["shadow"])
+    assert served == summary["decisions_last_minute"] > 0
+    assert summary["leader"] in {"v2", "v3"} and isinstance(summary["stopping_met"], bool)
 
 
 def test_unknown_experiment_stream_is_404_and_pages_are_served(replicas: tuple[ServiceProcess, ServiceProcess]) -> None:

@@ -156,12 +156,13 @@ def test_upstream_errors_by_kind_equal_the_stats(
         assert admin.post("/api/experiments", json=body).status_code == 201
         # Connections to "gone" are refused (and retried on "good"); /status/500 answers 500 from "good".
         refused = invoke_many(service.url, name, "predict", 60)
-        # Fewer than the 20 bad answers health needs to eject an arm by rate: "good" keeps serving.
-        failing = invoke_many(service.url, name, "status/500", 12)
+        # Health ejects an arm by rate from 10 bad answers in one worker (half of 20 answers at
+        # least): 8, however the kernel spreads them over the workers, leave "good" serving.
+        failing = invoke_many(service.url, name, "status/500", 8)
         assert all(answer.status_code == 200 for answer in refused)
         assert all(answer.status_code == 500 for answer in failing)
         # Every request ended on "good" (a refused connection goes once to the other arm).
-        stats = settled_stats(admin, name, 72)
+        stats = settled_stats(admin, name, 68)
         wait_until(
             lambda: (
                 {arm["name"]: arm["errors"] for arm in admin.get(f"/api/experiments/{name}/stats").json()["arms"]}
@@ -174,9 +175,9 @@ def test_upstream_errors_by_kind_equal_the_stats(
         samples = scrape(service.url)
 
     arms = {arm["name"]: arm for arm in stats["arms"]}
-    assert arms["good"]["decisions"] + arms["good"]["errors"] == 72
-    assert arms["good"]["errors"] == 12
-    assert value(samples, "mab_upstream_errors_total", experiment=name, arm="good", kind="http_5xx") == 12
+    assert arms["good"]["decisions"] + arms["good"]["errors"] == 68
+    assert arms["good"]["errors"] == 8
+    assert value(samples, "mab_upstream_errors_total", experiment=name, arm="good", kind="http_5xx") == 8
     assert arms["gone"]["errors"] > 0 and arms["gone"]["decisions"] == 0
     assert (
         value(samples, "mab_upstream_errors_total", experiment=name, arm="gone", kind="connect")
