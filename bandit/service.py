@@ -32,6 +32,7 @@ from bandit.api.openapi import StrictStructSchemaPlugin
 from bandit.api.routes import api_routes
 from bandit.api.stats import StatsMemo
 from bandit.asgi_bridge import Lifespan, serve_asgi
+from bandit.autopilot import Autopilot
 from bandit.core.decision_ids import DecisionSigner
 from bandit.core.errors import MabError, StoreUnavailable
 from bandit.core.keyring import SigningKey
@@ -210,7 +211,11 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         with contextlib.suppress(StoreUnavailable):
             await registry.refresh_all()
         prober = HealthProber(health, interval_s=settings.probe_interval_s)
+        autopilot = Autopilot(
+            experiments, store.autopilot, store.series, stats_memo, registry, settings.autopilot_interval_s
+        )
         background = [
+            asyncio.create_task(autopilot.run()),
             asyncio.create_task(recorder.run()),
             asyncio.create_task(mirror.run()),
             asyncio.create_task(prober.run(lambda: _probe_targets(registry))),
@@ -231,6 +236,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
+                await autopilot.release()
                 try:
                     await recorder.flush()
                 except StoreUnavailable:

@@ -92,7 +92,7 @@ def _proxy(policy: str, metrics: bool) -> ProxyApp:
         },
         Experiment,
     )
-    counters = ArmCounters("i1", *[np.zeros(len(names)) for _ in range(12)])
+    counters = ArmCounters("i1", *[np.zeros(len(names)) for _ in range(13)])
     snapshot = Snapshot.build(experiment, counters, np.random.default_rng(1), Timeouts(2.0, 30.0))
     from bandit.telemetry.metrics import ServiceMetrics
 

@@ -8,7 +8,7 @@ client would report a click or a correct label.
 
 prints one JSON line {name: url} once every server listens. With --control it also
 serves a control API on another loopback port and prints a second line {"control": url}:
-`PUT /arms/{name}` with {"mode": "ok" | "error" | "slow", "delay_ms": N, "health": bool}
+`PUT /arms/{name}` with {"mode": "ok" | "error" | "slow", "delay_ms": N, "error_share": S, "health": bool}
 switches how that version answers every path (/health too unless "health" is false), for
 the fault-injection scenarios. The
 control API has a port of its own so the proxy, which forwards any path to an arm's URL,
@@ -25,7 +25,7 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import uvicorn
@@ -54,6 +54,8 @@ class Behaviour(msgspec.Struct, forbid_unknown_fields=True):
 
     mode: Literal["ok", "error", "slow"] = "ok"
     delay_ms: float = 0.0
+    # In "error" mode, the share of requests answered 500 (the others are answered normally).
+    error_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
     # False: /health keeps answering normally, as a server whose model is broken but whose
     # process is fine would; only the proxy's passive checks can see the fault then.
     health: bool = True
@@ -74,9 +76,11 @@ class SimulatedModel:
         behaviour = self.behaviour
         if behaviour.mode != "ok" and (behaviour.health or path != "/health"):
             if behaviour.mode == "error":
-                await _send_json(send, {"error": "injected fault", "model": self.spec.name}, 500)
-                return
-            await asyncio.sleep(behaviour.delay_ms / 1000)
+                if self.random.random() < behaviour.error_share:
+                    await _send_json(send, {"error": "injected fault", "model": self.spec.name}, 500)
+                    return
+            else:
+                await asyncio.sleep(behaviour.delay_ms / 1000)
         if path == "/sink":
             await self._sink(receive, send)
             return

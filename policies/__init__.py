@@ -13,7 +13,7 @@ from policies._statistics import ArmStatistics
 from policies.change_detection import ChangeAction, PageHinkley
 from policies.epsilon_greedy import EpsilonGreedy
 from policies.gradient import GradientBandit, GradientStep
-from policies.guards import BurnIn, TrafficFloor
+from policies.guards import BurnIn, ReservedShares, TrafficFloor
 from policies.posterior import (
     PosteriorModel,
     best_arm_summary,
@@ -41,6 +41,7 @@ __all__ = [
     "PageHinkley",
     "Policy",
     "PosteriorModel",
+    "ReservedShares",
     "Softmax",
     "StaticWeights",
     "StatisticsTracker",

@@ -1,4 +1,4 @@
-"""Policy wrappers that bound how little any arm is played: burn-in and a traffic floor."""
+"""Policy wrappers that bound what any arm is played: burn-in, a traffic floor, reserved shares."""
 
 from __future__ import annotations
 
@@ -66,4 +66,53 @@ class TrafficFloor:
         chosen = self.policy.choose(stats, rng, size)
         explore = rng.random(size) < uniform
         chosen[explore] = rng.integers(stats.arms, size=int(explore.sum()))
+        return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedShares:
+    """Fixed shares for some arms, `policy` over the others: an arm re-tried after a guardrail cap
+    gets its small share whatever the policy thinks of it, and the rest learn as before.
+
+    `reserved` holds (position, share) pairs; with every arm reserved, their shares are scaled to 1.
+    """
+
+    policy: Policy
+    reserved: tuple[tuple[int, float], ...]
+
+    def __post_init__(self) -> None:
+        total = sum(share for _, share in self.reserved)
+        if not all(share > 0 for _, share in self.reserved) or total > 1.0:
+            raise ValueError(f"reserved shares must be positive and sum to at most 1, got {self.reserved}")
+
+    def _rest(self, arms: int) -> IndexArray:
+        taken = {position for position, _ in self.reserved}
+        return np.asarray([i for i in range(arms) if i not in taken], dtype=np.intp)
+
+    def _shares(self, rest: IndexArray) -> tuple[IndexArray, FloatArray]:
+        positions = np.asarray([position for position, _ in self.reserved], dtype=np.intp)
+        shares = np.asarray([share for _, share in self.reserved], dtype=np.float64)
+        if rest.size == 0:
+            shares = shares / shares.sum()
+        return positions, shares
+
+    def allocation(self, stats: ArmStatistics, rng: np.random.Generator) -> FloatArray:
+        rest = self._rest(stats.arms)
+        positions, shares = self._shares(rest)
+        allocation = np.zeros(stats.arms)
+        allocation[positions] = shares
+        if rest.size:
+            allocation[rest] = (1.0 - shares.sum()) * self.policy.allocation(stats.subset(rest), rng)
+        return allocation
+
+    def choose(self, stats: ArmStatistics, rng: np.random.Generator, size: int) -> IndexArray:
+        rest = self._rest(stats.arms)
+        positions, shares = self._shares(rest)
+        if rest.size:
+            chosen: IndexArray = rest[self.policy.choose(stats.subset(rest), rng, size)]
+        else:
+            chosen = np.full(size, positions[0], dtype=np.intp)
+        draw = rng.random(size)
+        for position, low, high in zip(positions, np.cumsum(shares) - shares, np.cumsum(shares), strict=True):
+            chosen[(draw >= low) & (draw < high)] = position
         return chosen

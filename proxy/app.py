@@ -260,6 +260,7 @@ class ProxyApp:
         slots = self.slots
         streamed = isinstance(body, StreamedBody)
         index = self._choose(snapshot, unit)
+        self.recorder.assigned(snapshot)
         response: UpstreamResponse | None = None
         for attempt in (1, 2):
             key = snapshot.health_keys[index]

@@ -9,12 +9,14 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import bucket_of
 from bandit.store import keys
 from bandit.store.counters import CounterStore, DecisionBatch, DecisionFlush
 from bandit.telemetry.metrics import ServedTally, ServiceMetrics
+from proxy.snapshot import Snapshot
 
 log = logging.getLogger("mab.proxy.recorder")
 
@@ -28,18 +30,22 @@ class _Pending:
     mirror_dropped: Counter[str] = field(default_factory=Counter)
     # (arm, latency bucket) -> requests
     latencies: Counter[tuple[str, int]] = field(default_factory=Counter)
+    # Thousandths of a decision each arm was expected to get (keys.EXPECTED_SCALE).
+    expected: Counter[str] = field(default_factory=Counter)
 
     def update(self, other: _Pending) -> None:
         self.decisions.update(other.decisions)
         self.errors.update(other.errors)
         self.mirror_dropped.update(other.mirror_dropped)
         self.latencies.update(other.latencies)
+        self.expected.update(other.expected)
 
     def counter_fields(self) -> dict[str, int]:
         """The counts as fields of the experiment's counters hash."""
         fields = {keys.decisions_field(arm): n for arm, n in self.decisions.items()}
         fields.update((keys.errors_field(arm), n) for arm, n in self.errors.items())
         fields.update((keys.mirror_dropped_field(arm), n) for arm, n in self.mirror_dropped.items())
+        fields.update((keys.expected_field(arm), n) for arm, n in self.expected.items() if n)
         return fields
 
     def latency_fields(self) -> dict[str, int]:
@@ -79,6 +85,8 @@ class DecisionRecorder:
         # Told the experiments that served requests since the last flush (the registry keeps those fresh).
         self._on_counted = on_counted
         self._pending: dict[tuple[str, str], _Pending] = {}
+        # id(snapshot) -> [snapshot, requests routed by it]: what its allocation promised, added up at flush.
+        self._assigned: dict[int, list[Any]] = {}
         self._outbox: dict[tuple[str, str], list[_Batch]] = {}
         self._replica = secrets.token_hex(8)
         self._sequence = itertools.count(1)
@@ -101,6 +109,27 @@ class DecisionRecorder:
         if latency_ms is not None:
             pending.latencies[arm, bucket_of(latency_ms)] += 1
 
+    def assigned(self, snapshot: Snapshot) -> None:
+        """One request's arm was drawn from `snapshot` (before health or caps had a say): at the
+        flush, each arm is expected the share of it the snapshot's allocation announced. Summed
+        over the decisions, that is what the sample-ratio check compares the decisions with."""
+        tally = self._assigned.get(id(snapshot))
+        if tally is None:
+            self._assigned[id(snapshot)] = [snapshot, 1]
+        else:
+            tally[1] += 1
+
+    def _book_expected(self) -> None:
+        assigned, self._assigned = self._assigned, {}
+        for snapshot, requests in assigned.values():
+            experiment = snapshot.experiment
+            pending = self._pending.get((experiment.name, experiment.incarnation))
+            if pending is None:
+                pending = self._pending[(experiment.name, experiment.incarnation)] = _Pending()
+            for arm, share in zip(experiment.arms, snapshot.allocation.tolist(), strict=True):
+                if share > 0:
+                    pending.expected[arm.name] += round(requests * share * keys.EXPECTED_SCALE)
+
     def record_mirror_dropped(self, experiment: str, incarnation: str, arm: str) -> None:
         """Count one copy for a shadow arm that the full mirror queue turned away."""
         pending = self._pending.get((experiment, incarnation))
@@ -116,6 +145,7 @@ class DecisionRecorder:
             self._tally.publish()
         if self._on_counted is not None and self._pending:
             self._on_counted({experiment for experiment, _incarnation in self._pending})
+        self._book_expected()
         self._move_pending_to_outbox()
         # The first batch of every experiment, all in one pipelined call; an experiment whose
         # first batch went through sends its second (counts made while the first was retried) next.

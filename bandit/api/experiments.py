@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
+from litestar.params import Parameter
 from msgspec import UNSET
 
 from bandit.api.errors import explain
 from bandit.api.parameters import ExperimentName
 from bandit.api.stats import StatsMemo
 from bandit.core.errors import ArmNotFound, InvalidInput
-from bandit.core.models import Experiment, ExperimentPatch, ExperimentSpec, PromoteRequest, StaticSettings
-from bandit.core.payloads import ExperimentStats
+from bandit.core.models import (
+    CanaryProgress,
+    CanarySettings,
+    Experiment,
+    ExperimentPatch,
+    ExperimentSpec,
+    PromoteRequest,
+    StaticSettings,
+)
+from bandit.core.payloads import AuditEntry, ExperimentStats
 from bandit.core.ports import Routing
 from bandit.core.settings import Settings
-from bandit.store.experiments import ExperimentStore
+from bandit.store.experiments import AUDIT_ENTRIES_KEPT, Describe, ExperimentStore
 
 #: One INFO line per change of an experiment: the log records what changed, and when.
 log = logging.getLogger("mab.api")
@@ -44,7 +54,39 @@ def _revalidated(current: Experiment, changes: dict[str, Any]) -> Experiment:
         raise InvalidInput(detail=explain(str(error))) from None
 
 
-def _promotion(experiment: Experiment, arm_name: str | None) -> Experiment:
+def operator_entry(action: str, reason: str, arm: str | None = None) -> Describe:
+    """The audit entry of an operator's change (the time is the change's)."""
+    return lambda _updated: AuditEntry(at=time.time(), actor="operator", action=action, arm=arm, reason=reason)
+
+
+def _with_rollout_state(previous: Experiment, changed: Experiment) -> Experiment:
+    """After new settings: a canary that is new (or between other arms) starts at its first step,
+    and caps of arms no longer guarded are lifted."""
+    canary = changed.canary
+    new, old = changed.policy, previous.policy
+    if not isinstance(new, CanarySettings):
+        canary = None
+    elif not isinstance(old, CanarySettings) or (old.baseline, old.candidate) != (new.baseline, new.candidate):
+        canary = CanaryProgress(step_started_at=time.time())
+    elif canary is not None and canary.step >= len(new.steps):
+        canary = msgspec.structs.replace(canary, step=len(new.steps) - 1)
+    guarded = set(changed.guarded_arms())
+    capped = {arm: cap for arm, cap in changed.capped.items() if arm in guarded}
+    status = changed.status
+    if status == "aborted" and not isinstance(new, CanarySettings):
+        status = "running"
+    return msgspec.structs.replace(changed, canary=canary, capped=capped, status=status)
+
+
+def _resumed(experiment: Experiment) -> Experiment:
+    """Routing back to the policy, automatic actions no longer held; an aborted canary starts over."""
+    canary = experiment.canary
+    if experiment.status == "aborted":
+        canary = CanaryProgress(step_started_at=time.time())
+    return msgspec.structs.replace(experiment, status="running", promoted_arm=None, autopilot_held=False, canary=canary)
+
+
+def promotion(experiment: Experiment, arm_name: str | None) -> Experiment:
     serving = [arm for arm in experiment.arms if not arm.shadow]
     if arm_name is None:
         weights = experiment.static_weights()
@@ -62,7 +104,7 @@ def _promotion(experiment: Experiment, arm_name: str | None) -> Experiment:
     return msgspec.structs.replace(experiment, status="promoted", promoted_arm=arm_name)
 
 
-def _promoted_arm(experiment: Experiment) -> str | None:
+def promoted_arm(experiment: Experiment) -> str | None:
     """The arm a promotion sent all traffic to: pinned, or holding all of a static split's weight."""
     weights = experiment.static_weights()
     whole = (arm.name for arm, weight in zip(experiment.arms, weights, strict=True) if weight == 1.0)
@@ -101,20 +143,21 @@ class ExperimentsController(Controller):
         """Replace arms, policy, reward or stopping settings; statistics are kept."""
         changes: dict[str, Any] = {
             field: value
-            for field in ("arms", "policy", "reward", "stopping")
+            for field in ("arms", "policy", "reward", "stopping", "guardrails")
             if (value := getattr(data, field)) is not UNSET
         }
 
         def apply(current: Experiment) -> Experiment:
-            changed = _revalidated(current, changes)
+            changed = _with_rollout_state(current, _revalidated(current, changes))
             promoted = changed.arm(changed.promoted_arm) if changed.promoted_arm is not None else None
             if changed.promoted_arm is not None and (promoted is None or promoted.shadow):
                 # The promoted arm is gone, or now only shadows: nothing to send all traffic to.
                 changed = msgspec.structs.replace(changed, status="running", promoted_arm=None)
             return changed
 
-        updated = await _update(experiments, routing, name, apply)
-        log_change(name, f"updated: {', '.join(changes) or 'nothing'} replaced")
+        replaced = f"{', '.join(changes) or 'nothing'} replaced"
+        updated = await _update(experiments, routing, name, apply, describe=operator_entry("updated", replaced))
+        log_change(name, f"updated: {replaced}")
         return updated
 
     @delete("/{name:str}", status_code=204)
@@ -126,7 +169,13 @@ class ExperimentsController(Controller):
     @post("/{name:str}/pause", status_code=200)
     async def pause(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Send all traffic to the control (first serving) arm until resumed."""
-        paused = await _update(experiments, routing, name, lambda e: msgspec.structs.replace(e, status="paused"))
+        paused = await _update(
+            experiments,
+            routing,
+            name,
+            lambda e: msgspec.structs.replace(e, status="paused", promoted_arm=None),
+            describe=lambda e: operator_entry("paused", "all traffic to the control arm", e.pinned_arm())(e),
+        )
         control = paused.pinned_arm()
         log_change(name, f"paused: all traffic to {control}", arm=control)
         return paused
@@ -135,7 +184,7 @@ class ExperimentsController(Controller):
     async def resume(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Hand routing back to the policy."""
         resumed = await _update(
-            experiments, routing, name, lambda e: msgspec.structs.replace(e, status="running", promoted_arm=None)
+            experiments, routing, name, _resumed, describe=operator_entry("resumed", "the policy routes again")
         )
         log_change(name, "resumed: the policy routes again")
         return resumed
@@ -150,17 +199,41 @@ class ExperimentsController(Controller):
     ) -> Experiment:
         """Send all traffic to one arm (for a static split: move all weight to it)."""
         arm = data.arm if data is not None else None
-        promoted = await _update(experiments, routing, name, lambda e: _promotion(e, arm))
-        chosen = _promoted_arm(promoted)
+        promoted = await _update(
+            experiments,
+            routing,
+            name,
+            lambda e: promotion(e, arm),
+            describe=lambda e: operator_entry("promoted", "all traffic to one arm", promoted_arm(e))(e),
+        )
+        chosen = promoted_arm(promoted)
         log_change(name, f"promoted: all traffic to {chosen}", arm=chosen)
         return promoted
 
     @post("/{name:str}/reset", status_code=200)
     async def reset(self, name: ExperimentName, experiments: ExperimentStore, routing: Routing) -> Experiment:
         """Forget all statistics; feedback for earlier decisions is refused from now on."""
-        reset = await _update(experiments, routing, name, lambda e: e, reset_statistics=True)
+        reset = await _update(
+            experiments,
+            routing,
+            name,
+            lambda e: e,
+            reset_statistics=True,
+            describe=operator_entry("reset", "statistics forgotten"),
+        )
         log_change(name, f"reset: statistics forgotten, incarnation {reset.incarnation}")
         return reset
+
+    @get("/{name:str}/audit")
+    async def audit(
+        self,
+        name: ExperimentName,
+        experiments: ExperimentStore,
+        limit: Annotated[int, Parameter(ge=1, le=AUDIT_ENTRIES_KEPT, description="newest entries returned")] = 100,
+    ) -> list[AuditEntry]:
+        """Every change of the experiment, an operator's or an automatic one (guardrail, canary,
+        stopping), oldest first: the newest `limit` of the last ~1,000."""
+        return await experiments.audit(name, limit)
 
     @get("/{name:str}/stats")
     async def stats(self, name: ExperimentName, stats_memo: StatsMemo) -> ExperimentStats:
@@ -176,7 +249,8 @@ async def _update(
     change: Callable[[Experiment], Experiment],
     *,
     reset_statistics: bool = False,
+    describe: Describe | None = None,
 ) -> Experiment:
-    experiment = await experiments.update(name, change, reset_statistics=reset_statistics)
+    experiment = await experiments.update(name, change, reset_statistics=reset_statistics, describe=describe)
     await routing.refresh(name)
     return experiment

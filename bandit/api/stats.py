@@ -21,9 +21,10 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 
+from bandit.core.canary import with_canary_status
 from bandit.core.errors import ExperimentNotFound, UnreadableExperiment
 from bandit.core.models import Experiment
-from bandit.core.payloads import ExperimentStats
+from bandit.core.payloads import AutopilotVerdict, ExperimentStats
 from bandit.core.policy_adapter import experiment_stats, policy_discount
 from bandit.core.ports import HealthView
 from bandit.store import keys
@@ -148,7 +149,7 @@ class StatsMemo:
         else:  # keep the bytes the settings were last read as, so a full read can compare them
             same = previous is not None and _settings_id(previous.experiment) == _settings_id(known)
             raw_config = previous.inputs.config if previous is not None and same else None
-        inputs = StatsInputs(name, raw_config, inputs.counters, inputs.latencies)
+        inputs = StatsInputs(name, raw_config, inputs.counters, inputs.latencies, inputs.verdict)
         # The health of each arm as this process sees it now, read on the event loop (ArmHealth is
         # not thread-safe); the stats are computed with exactly these states.
         health = tuple(self._health.state((experiment.name, arm.url)) for arm in experiment.arms)
@@ -160,6 +161,7 @@ class StatsMemo:
             and _settings_id(previous.experiment) == _settings_id(experiment)
             and previous.health == health
             and previous.inputs.latencies == inputs.latencies
+            and previous.inputs.verdict == inputs.verdict
         ):
             # Unchanged: the same numbers, now as of this read.
             previous.stats = msgspec.structs.replace(previous.stats, generated_at=confirmed_at)
@@ -191,13 +193,26 @@ class StatsMemo:
 
 async def _compute(experiment: Experiment, inputs: StatsInputs, health: dict[str, str]) -> ExperimentStats:
     counters = parse_counters(inputs.counters, [arm.name for arm in experiment.arms], policy_discount(experiment))
+    verdict = decode_verdict(inputs.verdict)
     # Posterior summaries cost milliseconds to hundreds of them at many arms: off the event loop,
     # so invokes keep flowing while someone watches the stats.
-    return await anyio.to_thread.run_sync(
-        experiment_stats,
-        experiment,
-        counters,
-        parse_latency_histograms(inputs.latencies),
-        lambda arm: health[arm.url],
-        np.random.default_rng(),
-    )
+    latencies = parse_latency_histograms(inputs.latencies)
+
+    def compute() -> ExperimentStats:
+        stats = experiment_stats(
+            experiment, counters, latencies, lambda arm: health[arm.url], np.random.default_rng(), verdict
+        )
+        return with_canary_status(stats, experiment, counters, verdict)
+
+    return await anyio.to_thread.run_sync(compute)
+
+
+def decode_verdict(raw: bytes | None) -> AutopilotVerdict | None:
+    """The stored guardrail verdict, or None when there is none or it is unreadable (then shown as not judged)."""
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=AutopilotVerdict)
+    except msgspec.DecodeError:
+        log.warning("unreadable guardrail verdict ignored")
+        return None

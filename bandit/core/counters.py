@@ -18,6 +18,8 @@ class ArmCounters:
     reward_sq_sum: np.ndarray
     errors: np.ndarray
     mirror_dropped: np.ndarray
+    # Decisions each arm should have served by the allocation the policy announced at each decision.
+    expected: np.ndarray
     # What the policy reads: discounted (and reset on detected changes) rewards, sums, squares.
     policy_pulls: np.ndarray
     policy_sum: np.ndarray

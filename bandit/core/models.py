@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 import msgspec
@@ -150,6 +151,42 @@ class StaticSettings(Base, tag="static", tag_field="kind"):
     weights: Annotated[list[Weight], Meta(max_length=MAX_ARMS, extra_json_schema=_WEIGHTS_SCHEMA)] | None = None
 
 
+_STEPS_SCHEMA = {"extra": {"items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}}}
+
+
+class CanarySettings(Base, tag="canary", tag_field="kind"):
+    """A progressive rollout: the candidate's share of traffic climbs `steps` (percent) while it holds.
+
+    A step is judged once `step_interval_s` has passed and the candidate served `min_decisions`
+    in it: it moves on when the guardrails hold and the candidate's mean reward is probably
+    (≥ 0.95) no more than `max_reward_drop` below the baseline's, aborts when it is probably
+    (≥ 0.95) worse than that, and otherwise waits for evidence, for at most
+    `max_step_intervals` intervals in all. At the last step (100) the candidate is promoted.
+    """
+
+    baseline: Name
+    candidate: Name
+    steps: Annotated[list[float], Meta(min_length=1, max_length=100, extra_json_schema=_STEPS_SCHEMA)] = msgspec.field(
+        default_factory=lambda: [1.0, 5.0, 25.0, 50.0, 100.0]
+    )
+    step_interval_s: Annotated[float, Meta(ge=1, le=7 * 86_400)] = 300.0
+    min_decisions: Annotated[int, Meta(ge=1, le=100_000_000)] = 500
+    # In reward units.
+    max_reward_drop: Annotated[float, Meta(ge=0, le=1e15)] = 0.01
+    max_step_intervals: Annotated[int, Meta(ge=1, le=1000)] = 10
+
+    def __post_init__(self) -> None:
+        steps = self.steps
+        if not all(0 < step <= 100 for step in steps):
+            raise ValueError(f"policy.steps must be percentages in (0, 100]; got {steps}")
+        if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+            raise ValueError(f"policy.steps must increase from one step to the next; got {steps}")
+        if steps[-1] != 100:
+            raise ValueError(f"policy.steps must end at 100 (the candidate is promoted there); got {steps}")
+        if self.baseline == self.candidate:
+            raise ValueError("policy.candidate must be another arm than policy.baseline")
+
+
 PolicySettings = (
     EpsilonGreedySettings
     | ThompsonSettings
@@ -158,6 +195,7 @@ PolicySettings = (
     | SoftmaxSettings
     | GradientSettings
     | StaticSettings
+    | CanarySettings
 )
 
 
@@ -197,6 +235,36 @@ class StoppingRule(Base):
     p_best: Annotated[float, Meta(gt=0, le=1)] = 0.95
     # Expected reward given up by choosing the leader, in reward units.
     expected_loss: Annotated[float, Meta(ge=0, le=1e15)] = 0.001
+    # "report": the rule is shown in stats; "promote": the leader is promoted once the rule
+    # holds and the guardrails hold for it.
+    action: Literal["report", "promote"] = "report"
+
+
+class GuardrailSettings(Base):
+    """Service limits each guarded arm must keep, judged on every replica's counts of the last `window_s`.
+
+    An arm breaches `max_error_rate` when the posterior probability (Beta, uniform prior) that
+    its error rate is above the limit reaches 0.95, and `max_p99_ms` when the probability that
+    more than 1 % of its answers are slower than the limit does; only once it has
+    `min_decisions` requests in the window, so the prior alone never decides.
+    """
+
+    max_error_rate: Annotated[float, Meta(gt=0, lt=1, extra_json_schema=_POSITIVE)] | None = None
+    max_p99_ms: Annotated[float, Meta(gt=0, le=600_000, extra_json_schema=_POSITIVE)] | None = None
+    min_decisions: Annotated[int, Meta(ge=10, le=100_000_000)] = 200
+    window_s: Annotated[int, Meta(ge=5, le=3600)] = 60
+    # "cap": a breaching arm gets no traffic, then `retry_share` after `cooldown_s` (doubling on
+    # each relapse), and its whole share back once it holds; "rollback": all traffic to `control`.
+    action: Literal["cap", "rollback"] = "cap"
+    control: Name | None = None
+    # The arms judged; omitted, every serving arm.
+    arms: Annotated[list[Name], Meta(min_length=1, max_length=MAX_ARMS)] | None = None
+    cooldown_s: Annotated[float, Meta(ge=1, le=86_400)] = 60.0
+    retry_share: Annotated[float, Meta(gt=0, le=0.5, extra_json_schema=_POSITIVE)] = 0.05
+
+    def __post_init__(self) -> None:
+        if self.max_error_rate is None and self.max_p99_ms is None:
+            raise ValueError("guardrails need max_error_rate, max_p99_ms or both")
 
 
 class ExperimentSpec(Base):
@@ -207,6 +275,7 @@ class ExperimentSpec(Base):
     policy: PolicySettings = msgspec.field(default_factory=ThompsonSettings)
     reward: RewardSpec = msgspec.field(default_factory=RewardSpec)
     stopping: StoppingRule = msgspec.field(default_factory=StoppingRule)
+    guardrails: GuardrailSettings | None = None
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -223,6 +292,10 @@ class ExperimentSpec(Base):
                 raise ValueError("static weights of the serving arms must not all be 0")
         if isinstance(self.policy, LearningSettings):
             check_learning_settings(self.policy, self.reward, sum(not arm.shadow for arm in self.arms))
+        if isinstance(self.policy, CanarySettings):
+            check_canary_settings(self.policy, self.arms)
+        if self.guardrails is not None:
+            check_guardrail_settings(self.guardrails, self.arms)
 
     def static_weights(self) -> list[float]:
         """Weights of a static split, one per arm."""
@@ -232,6 +305,49 @@ class ExperimentSpec(Base):
 
     def arm(self, name: str) -> ArmSpec | None:
         return next((arm for arm in self.arms if arm.name == name), None)
+
+    def control_arm(self) -> str:
+        """The arm a rollback returns to: the canary's baseline, the guardrails' control, or the first serving arm."""
+        if isinstance(self.policy, CanarySettings):
+            return self.policy.baseline
+        if self.guardrails is not None and self.guardrails.control is not None:
+            return self.guardrails.control
+        return next(arm.name for arm in self.arms if not arm.shadow)
+
+    def guarded_arms(self) -> list[str]:
+        """The arms the guardrails judge (none without guardrails)."""
+        if self.guardrails is None:
+            return []
+        if self.guardrails.arms is not None:
+            return list(self.guardrails.arms)
+        return [arm.name for arm in self.arms if not arm.shadow]
+
+
+def _serving_arm(arms: list[ArmSpec], name: str, field: str) -> None:
+    arm = next((arm for arm in arms if arm.name == name), None)
+    if arm is None:
+        raise ValueError(f"{field} {name!r} is not an arm of the experiment")
+    if arm.shadow:
+        raise ValueError(f"{field} {name!r} is a shadow arm: it serves no traffic")
+
+
+def check_canary_settings(policy: CanarySettings, arms: list[ArmSpec]) -> None:
+    _serving_arm(arms, policy.baseline, "policy.baseline")
+    _serving_arm(arms, policy.candidate, "policy.candidate")
+    others = [arm.name for arm in arms if not arm.shadow and arm.name not in (policy.baseline, policy.candidate)]
+    if others:
+        raise ValueError(
+            f"policy kind canary routes between its baseline and candidate only: arms {others} must be shadow arms"
+        )
+
+
+def check_guardrail_settings(guardrails: GuardrailSettings, arms: list[ArmSpec]) -> None:
+    for name in guardrails.arms or []:
+        _serving_arm(arms, name, "guardrails.arms:")
+    if guardrails.arms is not None and len(set(guardrails.arms)) != len(guardrails.arms):
+        raise ValueError(f"guardrails.arms names an arm twice: {guardrails.arms}")
+    if guardrails.control is not None:
+        _serving_arm(arms, guardrails.control, "guardrails.control")
 
 
 def check_learning_settings(policy: LearningSettings, reward: RewardSpec, serving_arms: int) -> None:
@@ -284,7 +400,29 @@ def check_learning_settings(policy: LearningSettings, reward: RewardSpec, servin
         )
 
 
-Status = Literal["running", "paused", "promoted"]
+Status = Literal["running", "paused", "promoted", "aborted"]
+#: Who changed an experiment: an operator through the API, or one of the automatic actors.
+Actor = Literal["operator", "guardrail", "canary", "stopping"]
+
+
+class ArmCap(Base):
+    """An arm the guardrails took traffic from: `capped` (none) until `until`, then `retrying` at a small share."""
+
+    state: Literal["capped", "retrying"]
+    since: float
+    until: float
+    # This cap's cool-down; the next relapse doubles it.
+    cooldown_s: float
+    reason: str
+
+
+class CanaryProgress(Base):
+    """Where a canary stands: the step it is at, since when, and the candidate's requests then."""
+
+    step: int = 0
+    step_started_at: float = 0.0
+    # The candidate's decisions when the step began (counters are cumulative).
+    decisions_at_start: int = 0
 
 
 class Experiment(ExperimentSpec, kw_only=True):
@@ -298,15 +436,34 @@ class Experiment(ExperimentSpec, kw_only=True):
     version: int = 1
     created_at: float = 0.0
     updated_at: float = 0.0
+    # What the automatic actors hold in place: capped arms, the canary's step.
+    capped: dict[str, ArmCap] = msgspec.field(default_factory=dict)
+    canary: CanaryProgress | None = None
+    # Per arm, when its guardrail window last restarted (a restore after a cap): older counts are
+    # not held against it again.
+    judged_since: dict[str, float] = msgspec.field(default_factory=dict)
+    # True once an operator rolled back an automatic change: nothing automatic happens until resumed.
+    autopilot_held: bool = False
+    changed_by: Actor = "operator"
 
     def pinned_arm(self) -> str | None:
         """The arm that takes all traffic, or None while the policy decides."""
         if self.status == "promoted":
             return self.promoted_arm
         if self.status == "paused":
-            # Paused: back to the control (first serving) arm, no exploration.
+            # Paused: back to the control arm (a guardrail's rollback names it), no exploration.
+            if self.promoted_arm is not None and self.arm(self.promoted_arm) is not None:
+                return self.promoted_arm
             return next(arm.name for arm in self.arms if not arm.shadow)
+        if self.status == "aborted":
+            return self.control_arm()
         return None
+
+    def automated(self) -> bool:
+        """Does anything act on this experiment by itself (guardrails, a canary, auto-promote)?"""
+        return (
+            self.guardrails is not None or isinstance(self.policy, CanarySettings) or self.stopping.action == "promote"
+        )
 
 
 class ExperimentPatch(Base):
@@ -316,6 +473,8 @@ class ExperimentPatch(Base):
     policy: PolicySettings | UnsetType = UNSET
     reward: RewardSpec | UnsetType = UNSET
     stopping: StoppingRule | UnsetType = UNSET
+    # null removes the guardrails.
+    guardrails: GuardrailSettings | UnsetType | None = UNSET
 
 
 class PromoteRequest(Base):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
+import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from bandit.core.models import MAX_REWARD_MAGNITUDE, Base, Status
+from bandit.core.models import MAX_REWARD_MAGNITUDE, Actor, Base, Status
 
 MAX_DECISION_ID_LENGTH = 256
 #: Largest batch of rewards in one request (422 past it): one Lua call counts a batch per experiment.
@@ -73,6 +74,39 @@ class ChangeSummary(Base):
     last_at: float | None
 
 
+class GuardrailFigures(Base):
+    """An arm's recent requests against its guardrails, as the acting replica last judged them."""
+
+    breached: bool
+    # False while the window holds fewer than min_decisions requests: nothing is judged yet.
+    judged: bool
+    window_s: int
+    requests: int
+    errors: int
+    error_rate: float | None
+    # Posterior probability that the error rate is above max_error_rate (None: not judged).
+    p_error_rate_above: float | None
+    answers: int
+    p99_ms: float | None
+    # Answers surely slower than max_p99_ms, and the probability that over 1 % are.
+    slower_answers: int | None
+    p_p99_above: float | None
+    reason: str | None
+
+
+class ArmGuardrail(Base):
+    """`state` "breached" while the arm breaches or a guardrail holds it back; `serving` says how."""
+
+    state: Literal["ok", "breached"]
+    # "full", "capped" (no traffic) or "retrying" (a small share, on trial after a cap).
+    serving: Literal["full", "capped", "retrying"]
+    since: float | None
+    until: float | None
+    # None until the acting replica has judged the arm.
+    figures: GuardrailFigures | None
+    judged_at: float | None
+
+
 class ArmStats(Base):
     name: str
     shadow: bool
@@ -96,6 +130,10 @@ class ArmStats(Base):
     # Copies for this shadow arm dropped because the mirror queue was full.
     mirror_dropped: int
     changes: ChangeSummary
+    # Decisions the allocations the policy announced should have given the arm (sample-ratio check).
+    expected_decisions: float
+    # None when the experiment has no guardrails, or they do not judge this arm.
+    guardrail: ArmGuardrail | None = None
 
 
 class StoppingStatus(Base):
@@ -113,6 +151,56 @@ class Totals(Base):
     reward_sum: float
 
 
+class SampleRatioCheck(Base):
+    """A chi-square test of counts against what was expected; `flagged` below p = 0.001."""
+
+    p_value: float | None
+    flagged: bool
+    # None when there is too little data for the test (an expected count under 5, or one arm).
+    reason: str | None
+
+
+class SampleRatio(Base):
+    """Did each arm get the traffic the policy announced, and do its clients report as often as the others'?"""
+
+    decisions: SampleRatioCheck
+    # Explicit feedback only: the share of decisions rewarded, compared across arms.
+    feedback: SampleRatioCheck | None
+
+
+class CanaryStatus(Base):
+    """Where a canary stands and what its current step is waiting for."""
+
+    step: int
+    steps: list[float]
+    candidate_share: float
+    step_started_at: float
+    decisions_in_step: int
+    # "waiting" (interval or decisions short), "holding" (evidence inconclusive), "aborted", "promoted".
+    state: str
+    # Posterior probability that the candidate is no worse than max_reward_drop below the baseline.
+    p_not_worse: float | None
+    reason: str | None
+
+
+class AutopilotVerdict(Base):
+    """The guardrail figures the acting replica last judged, kept in Redis for every replica's stats."""
+
+    judged_at: float
+    # The settings version and incarnation judged: figures of older settings are not shown.
+    version: int
+    incarnation: str
+    guardrails: dict[str, GuardrailFigures]
+
+
+class AutopilotStatus(Base):
+    """What acts on the experiment by itself, and when the acting replica last looked."""
+
+    # Automatic actions are held after an operator rolled one back, until resumed.
+    held: bool
+    judged_at: float | None
+
+
 class ExperimentStats(Base):
     experiment: str
     status: Status
@@ -122,3 +210,27 @@ class ExperimentStats(Base):
     arms: list[ArmStats]
     stopping: StoppingStatus
     generated_at: float
+    sample_ratio: SampleRatio | None = None
+    canary: CanaryStatus | None = None
+    autopilot: AutopilotStatus | None = None
+
+
+#: A figure behind an audited action: counts, rates, probabilities, or a name.
+Figure = float | int | str | bool | None
+
+
+class AuditEntry(Base):
+    """One change of an experiment, by whom and why: an entry of `GET /api/experiments/{name}/audit`."""
+
+    at: float
+    actor: Actor
+    # What was done: created, updated, paused, resumed, promoted, rolled_back, reset, capped,
+    # retrying, restored, canary_step, canary_aborted, canary_promoted, guardrail_rollback...
+    action: str
+    arm: str | None = None
+    reason: str = ""
+    figures: dict[str, Figure] = msgspec.field(default_factory=dict)
+    # The settings version the change produced.
+    version: int = 0
+    # The entry's id in the stream (its time in ms and a sequence), filled in when read.
+    id: str = ""

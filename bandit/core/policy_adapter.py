@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.core.counters import ArmCounters
+from bandit.core.guardrails import arm_guardrail
 from bandit.core.latency_buckets import quantile
 from bandit.core.models import (
     ArmSpec,
+    CanarySettings,
     ChangeDetectionSettings,
     EpsilonGreedySettings,
     Experiment,
@@ -30,7 +32,18 @@ from bandit.core.models import (
     TopTwoThompsonSettings,
     UCB1Settings,
 )
-from bandit.core.payloads import ArmStats, ChangeSummary, ExperimentStats, LatencySummary, StoppingStatus, Totals
+from bandit.core.payloads import (
+    ArmStats,
+    AutopilotStatus,
+    AutopilotVerdict,
+    ChangeSummary,
+    ExperimentStats,
+    LatencySummary,
+    SampleRatio,
+    StoppingStatus,
+    Totals,
+)
+from bandit.core.sample_ratio import decision_check, feedback_check
 from policies import (
     UCB1,
     ArmStatistics,
@@ -39,6 +52,7 @@ from policies import (
     GradientBandit,
     Policy,
     PosteriorModel,
+    ReservedShares,
     Softmax,
     StaticWeights,
     ThompsonSampling,
@@ -81,19 +95,54 @@ def _core_policy(experiment: Experiment, settings: PolicySettings, serving: list
     if isinstance(settings, StaticSettings):
         weights = experiment.static_weights()
         return StaticWeights(tuple(weights[i] for i in serving))
+    if isinstance(settings, CanarySettings):
+        share = canary_share(experiment)
+        names = [experiment.arms[i].name for i in serving]
+        return StaticWeights(tuple(share if name == settings.candidate else 100.0 - share for name in names))
     raise TypeError(f"no policy for settings {type(settings).__name__}")
 
 
 def build_policy(experiment: Experiment, serving: list[int]) -> Policy:
     """The policy object for the experiment's settings, over the arms at `serving`."""
     settings = experiment.policy
-    policy = _core_policy(experiment, settings, serving)
+    retrying = retrying_shares(experiment, serving)
+    reserved = {position for position, _share in retrying} if len(retrying) < len(serving) else set()
+    # Arms on trial after a cap get their fixed share; the policy routes the rest among the others.
+    others = [index for position, index in enumerate(serving) if position not in reserved]
+    policy = _core_policy(experiment, settings, others)
     if isinstance(settings, LearningSettings):
         if settings.min_share > 0:
             policy = TrafficFloor(policy, settings.min_share)
         if settings.burn_in > 0:
             policy = BurnIn(policy, settings.burn_in)
+    if reserved:
+        policy = ReservedShares(policy, retrying)
     return policy
+
+
+def canary_share(experiment: Experiment) -> float:
+    """The candidate's share of a canary now, in percent (0 when aborted, 100 once promoted)."""
+    settings = experiment.policy
+    if not isinstance(settings, CanarySettings):
+        return 0.0
+    step = experiment.canary.step if experiment.canary is not None else 0
+    return settings.steps[min(step, len(settings.steps) - 1)]
+
+
+def retrying_shares(experiment: Experiment, serving: list[int]) -> tuple[tuple[int, float], ...]:
+    """(position in `serving`, share) of the arms re-tried after a guardrail cap."""
+    if experiment.guardrails is None or not experiment.capped:
+        return ()
+    share = experiment.guardrails.retry_share
+    retrying = [
+        (position, share)
+        for position, index in enumerate(serving)
+        if (cap := experiment.capped.get(experiment.arms[index].name)) is not None and cap.state == "retrying"
+    ]
+    # Never more than half of all traffic on arms on trial.
+    while retrying and len(retrying) * share > 0.5:
+        retrying.pop()
+    return tuple(retrying)
 
 
 def policy_statistics(experiment: Experiment, counters: ArmCounters) -> ArmStatistics:
@@ -125,11 +174,15 @@ def reward_scale(experiment: Experiment) -> tuple[float, float]:
 
 
 def serving_arms(experiment: Experiment) -> list[int]:
-    """Indices of the arms that may take traffic now (the pinned one, or every non-shadow arm)."""
+    """Indices of the arms that may take traffic now (the pinned one, or every non-shadow arm not capped)."""
     pinned = experiment.pinned_arm()
     if pinned is not None:
         return [next(i for i, arm in enumerate(experiment.arms) if arm.name == pinned)]
-    return [i for i, arm in enumerate(experiment.arms) if not arm.shadow]
+    serving = [i for i, arm in enumerate(experiment.arms) if not arm.shadow]
+    # Arms a guardrail capped take no traffic; should all be capped, all serve (nothing better to do).
+    capped = {name for name, cap in experiment.capped.items() if cap.state == "capped"}
+    uncapped = [i for i in serving if experiment.arms[i].name not in capped]
+    return uncapped or serving
 
 
 def allocation(
@@ -185,8 +238,12 @@ def experiment_stats(
     latencies: dict[str, dict[int, int]],
     health_of: Callable[[ArmSpec], str],
     rng: np.random.Generator,
+    verdict: AutopilotVerdict | None = None,
+    now: float | None = None,
 ) -> ExperimentStats:
-    """Assemble the stats response from the experiment's counters."""
+    """Assemble the stats response from the experiment's counters (and the acting replica's last
+    verdict); a canary's progress is added by bandit.core.canary.with_canary_status."""
+    now = time.time() if now is None else now
     statistics = policy_statistics(experiment, counters)
     model = posterior_model(experiment)
     shares = allocation(experiment, statistics, rng)
@@ -229,6 +286,8 @@ def experiment_stats(
                     detected=int(counters.changes[i]),
                     last_at=float(counters.last_change_at[i]) or None,
                 ),
+                expected_decisions=float(counters.expected[i]),
+                guardrail=arm_guardrail(experiment, arm.name, verdict),
             )
         )
     observed = bool(statistics.pulls[contenders].sum() > 0)
@@ -259,5 +318,22 @@ def experiment_stats(
             p_best_threshold=rule.p_best,
             expected_loss_threshold=rule.expected_loss,
         ),
-        generated_at=time.time(),
+        generated_at=now,
+        sample_ratio=sample_ratio(experiment, counters),
+        autopilot=(
+            AutopilotStatus(held=experiment.autopilot_held, judged_at=verdict.judged_at if verdict else None)
+            if experiment.automated()
+            else None
+        ),
+    )
+
+
+def sample_ratio(experiment: Experiment, counters: ArmCounters) -> SampleRatio:
+    """The sample-ratio checks over the serving arms (bandit/core/sample_ratio.py)."""
+    serving = [i for i, arm in enumerate(experiment.arms) if not arm.shadow]
+    decisions = counters.decisions[serving]
+    explicit = experiment.reward.mode == "explicit"
+    return SampleRatio(
+        decisions=decision_check(decisions.tolist(), counters.expected[serving].tolist()),
+        feedback=feedback_check(decisions.tolist(), counters.rewards[serving].tolist()) if explicit else None,
     )

@@ -81,6 +81,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shadow_queue_size: int = 1024
     # Seconds between active health probes of the arms that have a health_path.
     probe_interval_s: float = 2.0
+    # Seconds between two looks of the automatic actors (guardrails, canaries, auto-promote).
+    autopilot_interval_s: float = 1.0
     # How long a process remembers the arm it gave a sticky unit (X-Bandit-Unit).
     sticky_ttl_s: float = 3600.0
     # The HTTP client the proxy forwards with (see proxy/clients/__init__.py and BENCHMARKS.md).
@@ -145,6 +147,7 @@ _ENVIRONMENT = {
     "upstream_connect_timeout_s": "BANDIT_UPSTREAM_CONNECT_TIMEOUT",
     "shadow_queue_size": "BANDIT_SHADOW_QUEUE_SIZE",
     "probe_interval_s": "BANDIT_PROBE_INTERVAL",
+    "autopilot_interval_s": "BANDIT_AUTOPILOT_INTERVAL",
     "sticky_ttl_s": "BANDIT_STICKY_TTL",
     "upstream_client": "BANDIT_UPSTREAM_CLIENT",
     "series_bucket_s": "BANDIT_SERIES_BUCKET",
@@ -193,6 +196,8 @@ def load_settings(overrides: Mapping[str, object] | None = None, environ: Mappin
         raise SettingsError(f"Setting 'log_format' (BANDIT_LOG_FORMAT) must be text or json, not {format_given!r}")
     if settings.metrics_max_age_s < 0:
         raise SettingsError("Setting 'metrics_max_age_s' (BANDIT_METRICS_MAX_AGE) must be >= 0 seconds")
+    if not 0.05 <= settings.autopilot_interval_s <= 60:
+        raise SettingsError("Setting 'autopilot_interval_s' (BANDIT_AUTOPILOT_INTERVAL) must be 0.05 to 60 seconds")
     if settings.max_experiments < 1 or settings.max_api_body_bytes < 1:
         raise SettingsError("BANDIT_MAX_EXPERIMENTS and BANDIT_MAX_API_BODY_BYTES must be >= 1")
     _check_limits(settings)

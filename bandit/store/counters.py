@@ -103,6 +103,7 @@ def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float
         reward_sq_sum=reward_sq_sum,
         errors=column(keys.errors_field),
         mirror_dropped=column(keys.mirror_dropped_field),
+        expected=column(keys.expected_field) / keys.EXPECTED_SCALE,
         policy_pulls=policy[0],
         policy_sum=policy[1],
         policy_sq_sum=policy[2],

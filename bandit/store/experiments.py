@@ -26,6 +26,7 @@ from bandit.core.errors import (
     UnreadableExperiment,
 )
 from bandit.core.models import Experiment, ExperimentSpec
+from bandit.core.payloads import AuditEntry
 from bandit.store import keys
 from bandit.store.connection import StoreClient, as_bytes_hash, as_text, translate_redis_errors
 from bandit.store.lua import LuaScripts
@@ -37,6 +38,18 @@ _MAX_UPDATE_ATTEMPTS = 8
 PUBSUB_CLOSE_TIMEOUT_S = 2.0
 #: Earlier settings kept per experiment for rollback.
 CONFIG_HISTORY_KEPT = 20
+#: Audit entries kept per experiment (Redis trims the stream to about this many).
+AUDIT_ENTRIES_KEPT = 1000
+#: `describe` of an update: the audit entry for the experiment it produced (None: nothing to log).
+Describe = Callable[[Experiment], AuditEntry | None]
+
+
+class LeaseLost(Exception):
+    """An automatic change found its replica no longer holding the experiment's lease."""
+
+
+class SettingsMoved(Exception):
+    """An automatic change found other settings than those it judged: it is not made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +86,12 @@ def _state_keys(name: str) -> list[str]:
 
 
 def _update_keys(name: str) -> list[str]:
-    """KEYS of update_experiment.lua: the state keys and the config history."""
-    return [*_state_keys(name), keys.config_history(name)]
+    """KEYS of update_experiment.lua: the state keys, the config history, audit stream and lease."""
+    return [*_state_keys(name), keys.config_history(name), keys.audit_log(name), keys.autopilot_lease(name)]
+
+
+def _audit_json(entry: AuditEntry | None, version: int) -> bytes | str:
+    return "" if entry is None else _encode(msgspec.structs.replace(entry, version=version))
 
 
 def new_incarnation() -> str:
@@ -100,9 +117,10 @@ class ExperimentStore:
             # first, on its own; `list_all` ignores names whose config is missing. Should Redis fail
             # in between, the name stays reserved, and the client's retry of the create reuses it.
             await self._reserve(spec.name, max_experiments)
+            entry = AuditEntry(at=now, actor="operator", action="created", reason="created through the API")
             created = await self._scripts.create_experiment(
-                keys=_state_keys(spec.name),
-                args=[_encode(experiment), experiment.incarnation],
+                keys=[*_state_keys(spec.name), keys.audit_log(spec.name)],
+                args=[_encode(experiment), experiment.incarnation, _audit_json(entry, 1), AUDIT_ENTRIES_KEPT],
             )
             if not created:
                 raise ExperimentExists(spec.name)
@@ -149,39 +167,72 @@ class ExperimentStore:
         return experiments
 
     async def update(
-        self, name: str, change: Callable[[Experiment], Experiment], *, reset_statistics: bool = False
+        self,
+        name: str,
+        change: Callable[[Experiment], Experiment],
+        *,
+        reset_statistics: bool = False,
+        describe: Describe | None = None,
     ) -> Experiment:
-        """Apply `change` to the stored experiment with compare-and-set, retrying on a race."""
+        """An operator's change: `change` applied to the stored experiment with compare-and-set,
+        retried on a race, and logged in the audit stream as `describe` says, in the same step."""
         for _ in range(_MAX_UPDATE_ATTEMPTS):
             current = await self.get(name)
-            changed = change(current)
-            incarnation = new_incarnation() if reset_statistics else current.incarnation
-            updated = msgspec.structs.replace(
-                changed, version=current.version + 1, updated_at=time.time(), incarnation=incarnation
-            )
-            history = "push" if _settings_of(changed) != _settings_of(current) else "keep"
-            with translate_redis_errors():
-                outcome = await self._scripts.update_experiment(
-                    keys=_update_keys(name),
-                    args=[
-                        str(current.version),
-                        _encode(updated),
-                        incarnation if reset_statistics else "",
-                        history,
-                        CONFIG_HISTORY_KEPT,
-                    ],
-                )
-                if outcome == -1:
-                    raise ExperimentNotFound(name)
-                if outcome == 1:
-                    await self._redis.publish(keys.CHANGES_CHANNEL, name)
-                    return updated
+            changed = msgspec.structs.replace(change(current), changed_by="operator")
+            outcome, updated = await self._write(current, changed, reset_statistics, describe, lease="")
+            if outcome == 1:
+                return updated
         raise ConcurrentUpdate(detail=f"experiment {name!r} kept changing during the update; retry")
+
+    async def apply_automatic(
+        self, judged: Experiment, changed: Experiment, entry: AuditEntry, lease: str
+    ) -> Experiment:
+        """An automatic change, made only if the settings are still those `judged` and `lease` still
+        holds the experiment's lease (SettingsMoved, LeaseLost otherwise): once, on fresh data."""
+        changed = msgspec.structs.replace(changed, changed_by=entry.actor)
+        outcome, updated = await self._write(judged, changed, False, lambda _: entry, lease=lease)
+        if outcome == 0:
+            raise SettingsMoved(judged.name)
+        if outcome == -2:
+            raise LeaseLost(judged.name)
+        return updated
+
+    async def _write(
+        self, current: Experiment, changed: Experiment, reset_statistics: bool, describe: Describe | None, lease: str
+    ) -> tuple[int, Experiment]:
+        name = current.name
+        incarnation = new_incarnation() if reset_statistics else current.incarnation
+        updated = msgspec.structs.replace(
+            changed, version=current.version + 1, updated_at=time.time(), incarnation=incarnation
+        )
+        history = "push" if _settings_of(changed) != _settings_of(current) else "keep"
+        entry = describe(updated) if describe is not None else None
+        with translate_redis_errors():
+            outcome = await self._scripts.update_experiment(
+                keys=_update_keys(name),
+                args=[
+                    str(current.version),
+                    _encode(updated),
+                    incarnation if reset_statistics else "",
+                    history,
+                    CONFIG_HISTORY_KEPT,
+                    _audit_json(entry, updated.version),
+                    AUDIT_ENTRIES_KEPT,
+                    lease,
+                ],
+            )
+            if outcome == -1:
+                raise ExperimentNotFound(name)
+            if outcome == 1:
+                await self._redis.publish(keys.CHANGES_CHANNEL, name)
+        return int(outcome), updated
 
     async def rollback(self, name: str) -> Experiment:
         """Restore the settings in place before the last change (statistics are kept).
 
-        Each rollback goes one change further back, up to CONFIG_HISTORY_KEPT changes.
+        Each rollback goes one change further back, up to CONFIG_HISTORY_KEPT changes. Rolling
+        back an automatic change holds the automatic actions until the experiment is resumed:
+        otherwise the actor that made it would make it again at its next look.
         """
         for _ in range(_MAX_UPDATE_ATTEMPTS):
             current = await self.get(name)
@@ -190,13 +241,38 @@ class ExperimentStore:
             if raw_previous is None:
                 raise NothingToRollBack(detail=f"experiment {name!r} has no earlier settings to roll back to")
             previous = decode_experiment(name, raw_previous)
+            held = current.autopilot_held or current.changed_by != "operator"
             restored = msgspec.structs.replace(
-                previous, version=current.version + 1, updated_at=time.time(), incarnation=current.incarnation
+                previous,
+                version=current.version + 1,
+                updated_at=time.time(),
+                incarnation=current.incarnation,
+                autopilot_held=held and previous.automated(),
+                changed_by="operator",
+            )
+            undone = f"version {current.version}" + (
+                "" if current.changed_by == "operator" else f" by {current.changed_by}"
+            )
+            entry = AuditEntry(
+                at=time.time(),
+                actor="operator",
+                action="rolled_back",
+                reason=f"the change to {undone} undone"
+                + ("; automatic actions held until resumed" if restored.autopilot_held else ""),
             )
             with translate_redis_errors():
                 outcome = await self._scripts.update_experiment(
                     keys=_update_keys(name),
-                    args=[str(current.version), _encode(restored), "", "pop", CONFIG_HISTORY_KEPT],
+                    args=[
+                        str(current.version),
+                        _encode(restored),
+                        "",
+                        "pop",
+                        CONFIG_HISTORY_KEPT,
+                        _audit_json(entry, restored.version),
+                        AUDIT_ENTRIES_KEPT,
+                        "",
+                    ],
                 )
                 if outcome == -1:
                     raise ExperimentNotFound(name)
@@ -207,7 +283,12 @@ class ExperimentStore:
 
     async def delete(self, name: str) -> None:
         with translate_redis_errors():
-            await self._redis.delete(keys.config_history(name))
+            await self._redis.delete(
+                keys.config_history(name),
+                keys.audit_log(name),
+                keys.autopilot_lease(name),
+                keys.autopilot_verdict(name),
+            )
             deleted = await self._redis.delete(*_state_keys(name))
             await self._redis.srem(keys.EXPERIMENTS, name)
             await self._redis.publish(keys.CHANGES_CHANNEL, name)
@@ -249,3 +330,26 @@ class ExperimentStore:
             # which would hold up a graceful shutdown: it gets a bounded time.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pubsub.aclose(), PUBSUB_CLOSE_TIMEOUT_S)  # type: ignore[no-untyped-call]
+
+    # -- the audit log ---------------------------------------------------------------
+    async def audit(self, name: str, limit: int) -> list[AuditEntry]:
+        """The newest `limit` audit entries of `name`, oldest first (ExperimentNotFound if it does not exist)."""
+        with translate_redis_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(keys.config(name))
+                pipe.xrevrange(keys.audit_log(name), count=limit)
+                exists, replies = await pipe.execute()
+        if not exists:
+            raise ExperimentNotFound(name)
+        entries = []
+        for stream_id, fields in reversed(replies):
+            raw = as_bytes_hash(fields).get(keys.AUDIT_ENTRY_FIELD.encode())
+            if raw is None:
+                continue
+            try:
+                entry = msgspec.json.decode(raw, type=AuditEntry)
+            except msgspec.DecodeError:
+                log.warning("unreadable audit entry %s skipped", as_text(stream_id), extra={"experiment": name})
+                continue
+            entries.append(msgspec.structs.replace(entry, id=as_text(stream_id)))
+        return entries

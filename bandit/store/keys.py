@@ -46,6 +46,21 @@ def series(experiment: str, incarnation: str, bucket: int) -> str:
     return f"{PREFIX}:{{{experiment}}}:series:{incarnation}:{bucket}"
 
 
+def audit_log(experiment: str) -> str:
+    """Stream of the experiment's changes, operator's and automatic, capped in length."""
+    return f"{PREFIX}:{{{experiment}}}:audit"
+
+
+def autopilot_lease(experiment: str) -> str:
+    """Which replica may act on the experiment by itself now (a token, with an expiry)."""
+    return f"{PREFIX}:{{{experiment}}}:lease"
+
+
+def autopilot_verdict(experiment: str) -> str:
+    """The lease holder's last judgement of the guardrails and canary (JSON), for stats."""
+    return f"{PREFIX}:{{{experiment}}}:verdict"
+
+
 def config_history(experiment: str) -> str:
     """Earlier configs of the experiment, newest first (list, capped): what rollback restores."""
     return f"{PREFIX}:{{{experiment}}}:history"
@@ -112,6 +127,8 @@ def decision_marker(issued_ms: int, nonce: str) -> str:
 # -- fields of the counters hash (and of the series buckets, which reuse some) --------------
 #: The current life of the experiment: a reset gives it a new one.
 INCARNATION_FIELD = "incarnation"
+#: The one field of an audit stream entry: the entry as JSON (bandit.core.payloads.AuditEntry).
+AUDIT_ENTRY_FIELD = "entry"
 #: Rewards counted so far across all arms: the step the discounted statistics are stored at.
 STEP_FIELD = "step"
 #: Gradient bandit: the mean reward it has seen (its baseline), and how many rewards that is.
@@ -123,6 +140,7 @@ ARM_FIELD_PREFIXES: dict[str, str] = {
     "d:": "decisions served (the recorder's flush)",
     "e:": "requests that failed (the recorder's flush)",
     "md:": "copies for a shadow arm dropped because the mirror queue was full (the recorder's flush)",
+    "x:": "decisions expected by the policy's announced allocation, in thousandths (the recorder's flush)",
     "n:": "rewards counted, all time (feedback script)",
     "s:": "sum of rewards, all time (feedback script)",
     "q:": "sum of squared rewards, all time (feedback script)",
@@ -151,6 +169,14 @@ def errors_field(arm: str) -> str:
 
 def mirror_dropped_field(arm: str) -> str:
     return f"md:{arm}"
+
+
+def expected_field(arm: str) -> str:
+    return f"x:{arm}"
+
+
+#: `expected_field` counts thousandths of a decision: integers, so HINCRBY adds them exactly.
+EXPECTED_SCALE = 1000
 
 
 def rewards_field(arm: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bandit.core.settings import Settings
+from bandit.store.autopilot_state import AutopilotStore
 from bandit.store.connection import StoreClient, connect, retry_on_a_fresh_connection, translate_redis_errors
 from bandit.store.counters import CounterStore
 from bandit.store.durability import Durability, KeyConnections
@@ -40,6 +41,7 @@ class RedisStore:
         )
         self.series = SeriesStore(self._redis, layout or SeriesLayout(), scripts, self._connections)
         self.keyring = KeyringStore(self._redis)
+        self.autopilot = AutopilotStore(self._redis, scripts, self._connections)
 
     @classmethod
     def from_url(cls, url: str, layout: SeriesLayout | None = None, *, cluster: bool = False) -> RedisStore:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from bandit.core.errors import StoreUnavailable
+from bandit.core.guardrails import WindowCounts
 from bandit.core.latency_buckets import quantile
 from bandit.store import keys
-from bandit.store.connection import StoreClient, translate_redis_errors
+from bandit.store.connection import StoreClient, as_bytes_hash, translate_redis_errors
 from bandit.store.durability import KeyConnections
 from bandit.store.lua import LuaScripts
 from bandit.store.stats_reads import StatsInputs, read_counters, read_stats_inputs
@@ -165,6 +166,30 @@ class SeriesStore:
             _append_bucket(series, raw)
         return series
 
+    async def recent(
+        self, targets: Sequence[tuple[str, str]], since_unix_s: float, now: float
+    ) -> list[list[tuple[float, dict[bytes, bytes]]]]:
+        """For each (experiment, incarnation): (bucket start, raw bucket) of the buckets from the one
+        holding `since_unix_s` to the current one, in one round trip (the guardrails' window)."""
+        if not targets:
+            return []
+        layout = self.layout
+        buckets = list(range(layout.bucket_of(since_unix_s), layout.bucket_of(now) + 1))
+        with translate_redis_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name, incarnation in targets:
+                    for bucket in buckets:
+                        pipe.hgetall(keys.series(name, incarnation, bucket))
+                replies = await pipe.execute()
+        width = len(buckets)
+        return [
+            [
+                (float(bucket * layout.bucket_s), as_bytes_hash(replies[index * width + offset]))
+                for offset, bucket in enumerate(buckets)
+            ]
+            for index in range(len(targets))
+        ]
+
     async def claim_samples(self, targets: list[tuple[str, str]], unix_s: float) -> list[bool]:
         """For each (experiment, incarnation): True if this replica is the one to sample its
         current bucket (the first to ask), so the posterior is computed once per bucket."""
@@ -234,3 +259,21 @@ class SeriesStore:
     async def read_counters(self, names: Sequence[str]) -> list[dict[bytes, bytes]]:
         """Each experiment's counters hash, raw, in one round trip (to tell which changed)."""
         return await read_counters(self._redis, names)
+
+
+def arm_window(buckets: Sequence[tuple[float, dict[bytes, bytes]]], arm: str, since_unix_s: float) -> WindowCounts:
+    """One arm's requests, errors and latencies over the buckets that start at or after `since_unix_s`."""
+    decisions_field, errors_field = keys.decisions_field(arm).encode(), keys.errors_field(arm).encode()
+    prefix = f"{keys.SERIES_LATENCY_PREFIX}{arm}:".encode()
+    decisions = errors = 0
+    latencies: dict[int, int] = {}
+    for start, raw in buckets:
+        if start < since_unix_s:
+            continue
+        decisions += int(_number(raw.get(decisions_field)))
+        errors += int(_number(raw.get(errors_field)))
+        for field, count in raw.items():
+            if field.startswith(prefix):
+                bucket = int(field[len(prefix) :])
+                latencies[bucket] = latencies.get(bucket, 0) + int(count)
+    return WindowCounts(requests=decisions + errors, errors=errors, latencies=latencies)

@@ -23,6 +23,8 @@ class StatsInputs:
     config: bytes | None
     counters: dict[bytes, bytes]
     latencies: dict[bytes, bytes]
+    # The acting replica's last guardrail verdict (JSON), for experiments with guardrails.
+    verdict: bytes | None = None
 
 
 async def read_counters(redis: StoreClient, names: Sequence[str]) -> list[dict[bytes, bytes]]:
@@ -47,10 +49,11 @@ def parse_latency_histograms(raw: dict[bytes, bytes]) -> dict[str, dict[int, int
 
 
 async def read_stats_inputs(redis: StoreClient, names: Sequence[str], config: bool = True) -> list[StatsInputs]:
-    """HGETALL counters, HGETALL latency and (with `config`) GET config of each experiment, pipelined.
+    """HGETALL counters, HGETALL latency, GET verdict and (with `config`) GET config of each
+    experiment, pipelined.
 
     Without `config` (the caller knows the experiment's settings already, e.g. from the proxy's
-    snapshot) each experiment costs two commands instead of three. Raises StoreUnavailable.
+    snapshot) each experiment costs three commands instead of four. Raises StoreUnavailable.
     """
     if not names:
         return []
@@ -59,16 +62,18 @@ async def read_stats_inputs(redis: StoreClient, names: Sequence[str], config: bo
             for name in names:
                 pipe.hgetall(keys.counters_hash(name))
                 pipe.hgetall(keys.latency_histogram(name))
+                pipe.get(keys.autopilot_verdict(name))
                 if config:
                     pipe.get(keys.config(name))
             replies = await pipe.execute()
-    width = 3 if config else 2
+    width = 4 if config else 3
     return [
         StatsInputs(
             name,
-            replies[width * index + 2] if config else None,
+            replies[width * index + 3] if config else None,
             as_bytes_hash(replies[width * index]),
             as_bytes_hash(replies[width * index + 1]),
+            replies[width * index + 2],
         )
         for index, name in enumerate(names)
     ]

@@ -88,9 +88,12 @@ class ModelProcess:
             stop(self.process, signal.SIGKILL)
             self.process = None
 
-    def set_behaviour(self, arm: str, mode: str, delay_ms: float = 0.0, health: bool = True) -> None:
-        """Switch how `arm` answers ("ok", "error" or "slow" with `delay_ms`; its /health too unless not `health`)."""
-        behaviour = {"mode": mode, "delay_ms": delay_ms, "health": health}
+    def set_behaviour(
+        self, arm: str, mode: str, delay_ms: float = 0.0, health: bool = True, error_share: float = 1.0
+    ) -> None:
+        """Switch how `arm` answers ("ok", "error" for `error_share` of requests, or "slow" with
+        `delay_ms`; its /health too unless not `health`)."""
+        behaviour = {"mode": mode, "delay_ms": delay_ms, "health": health, "error_share": error_share}
         reply = httpx.put(f"{self.control_url}/arms/{arm}", json=behaviour, timeout=5)
         reply.raise_for_status()
 

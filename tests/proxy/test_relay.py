@@ -81,7 +81,7 @@ def _proxy(client: UpstreamClient, url: str) -> ProxyApp:
         {"name": "relay", "arms": [{"name": "a", "url": url}], "policy": {"kind": "static"}, "incarnation": "i1"},
         Experiment,
     )
-    counters = ArmCounters("i1", *[np.zeros(1) for _ in range(12)])
+    counters = ArmCounters("i1", *[np.zeros(1) for _ in range(13)])
     snapshot = Snapshot.build(experiment, counters, np.random.default_rng(1), Timeouts(2.0, 5.0))
     return bare_proxy(_Registry(snapshot), client)
 

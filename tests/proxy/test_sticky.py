@@ -21,7 +21,7 @@ def _snapshot() -> Snapshot:
     experiment = msgspec.convert(
         {"name": "sticky", "arms": arms, "policy": {"kind": "thompson"}, "incarnation": "i1"}, Experiment
     )
-    counters = ArmCounters("i1", *[np.zeros(3) for _ in range(12)])
+    counters = ArmCounters("i1", *[np.zeros(3) for _ in range(13)])
     return Snapshot.build(experiment, counters, np.random.default_rng(7), Timeouts(2.0, 5.0))
 
 

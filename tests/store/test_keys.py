@@ -13,6 +13,7 @@ _ARM_HELPERS = [
     keys.decisions_field,
     keys.errors_field,
     keys.mirror_dropped_field,
+    keys.expected_field,
     keys.rewards_field,
     keys.reward_sum_field,
     keys.reward_sq_field,
@@ -32,7 +33,14 @@ def _lua_literals() -> set[str]:
     scripts = resources.files("bandit.store.lua")
     files = [entry for entry in scripts.iterdir() if entry.name.endswith(".lua")]
     # Every script LuaScripts registers is read, so a new one cannot slip past these checks.
-    registered = {"create_experiment", "update_experiment", "record_feedback", "record_decisions", "read_decisions"}
+    registered = {
+        "create_experiment",
+        "update_experiment",
+        "record_feedback",
+        "record_decisions",
+        "read_decisions",
+        "hold_lease",
+    }
     assert {entry.name.removesuffix(".lua") for entry in files} == registered
     sources = [entry.read_text(encoding="utf-8") for entry in files]
     code = [re.sub(r"--.*", "", source) for source in sources]  # comments hold apostrophes
@@ -53,6 +61,7 @@ def test_every_plain_field_the_scripts_use_is_declared() -> None:
         keys.STEP_FIELD,
         keys.GRADIENT_BASELINE_FIELD,
         keys.GRADIENT_BASELINE_COUNT_FIELD,
+        keys.AUDIT_ENTRY_FIELD,
     }
     assert words == declared
 

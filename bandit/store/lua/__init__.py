@@ -27,3 +27,4 @@ class LuaScripts:
         self.record_feedback: AsyncScript = redis.register_script(_source("record_feedback"))
         self.record_decisions: AsyncScript = redis.register_script(_source("record_decisions"))
         self.read_decisions: AsyncScript = redis.register_script(_source("read_decisions"))
+        self.hold_lease: AsyncScript = redis.register_script(_source("hold_lease"))

@@ -23,7 +23,8 @@ local stats_pairs = tonumber(ARGV[5])
 local last_stats = 5 + 2 * stats_pairs
 for i = 6, last_stats, 2 do
   redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-  if series then
+  -- Expected decisions (x:) serve the sample-ratio check over the whole run: not in the history.
+  if series and string.sub(ARGV[i], 1, 2) ~= 'x:' then
     redis.call('HINCRBY', series, ARGV[i], ARGV[i + 1])
   end
 end
