@@ -126,7 +126,7 @@ class DecisionRecorder:
             pending = self._pending.get((experiment.name, experiment.incarnation))
             if pending is None:
                 pending = self._pending[(experiment.name, experiment.incarnation)] = _Pending()
-            for arm, share in zip(experiment.arms, snapshot.allocation.tolist(), strict=True):
+            for arm, share in zip(experiment.arms, snapshot.own_allocation.tolist(), strict=True):
                 if share > 0:
                     pending.expected[arm.name] += round(requests * share * keys.EXPECTED_SCALE)
 

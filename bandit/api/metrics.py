@@ -71,6 +71,16 @@ async def shared_state_families(store: RedisStore, memo: StatsMemo, routing: Rou
     p_best = GaugeMetricFamily("mab_arm_p_best", "Posterior probability that the arm is the best.", labels=labels)
     mean = GaugeMetricFamily("mab_arm_reward_mean", "Mean reward of the arm, as the policy weighs it.", labels=labels)
     healthy = GaugeMetricFamily("mab_arm_healthy", "1 while the arm takes traffic, 0 while ejected.", labels=labels)
+    breached = GaugeMetricFamily(
+        "mab_arm_guardrail_breached",
+        "1 while the arm breaches its guardrails or is capped by them, 0 while it holds them.",
+        labels=labels,
+    )
+    mismatch = GaugeMetricFamily(
+        "mab_sample_ratio_mismatch",
+        "1 while the sample-ratio check flags the experiment's decisions or feedback (p < 0.001).",
+        labels=["experiment", "check"],
+    )
     redis_up = GaugeMetricFamily("mab_redis_up", "1 when Redis answered this scrape.")
     age = GaugeMetricFamily(
         "mab_snapshot_age_seconds",
@@ -108,7 +118,14 @@ async def shared_state_families(store: RedisStore, memo: StatsMemo, routing: Rou
             if arm.mean is not None:
                 mean.add_metric(key, arm.mean)
             healthy.add_metric(key, 1 if arm.healthy else 0)
-    return [allocation, p_best, mean, healthy, redis_up, age]
+            if arm.guardrail is not None:
+                breached.add_metric(key, 1 if arm.guardrail.state == "breached" else 0)
+        ratio = entry.stats.sample_ratio
+        if ratio is not None:
+            mismatch.add_metric([name, "decisions"], 1 if ratio.decisions.flagged else 0)
+            if ratio.feedback is not None:
+                mismatch.add_metric([name, "feedback"], 1 if ratio.feedback.flagged else 0)
+    return [allocation, p_best, mean, healthy, breached, mismatch, redis_up, age]
 
 
 def _render(registry: CollectorRegistry, shared: list[Metric]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import httpx
@@ -61,7 +62,7 @@ def _cap_and_heal(
     steps = [action for action, _arm in log]
     assert all(arm == "bad" for _action, arm in log)
     assert steps[0] == "capped" and steps[-1] == "restored"
-    for first, then in zip(steps, steps[1:], strict=False):
+    for first, then in itertools.pairwise(steps):
         assert (first, then) in {("capped", "retrying"), ("retrying", "capped"), ("retrying", "restored")}, steps
 
 
