@@ -28,7 +28,7 @@ from litestar.types import ASGIApp, ControllerRouterHandler
 from bandit.api.auth import Guard
 from bandit.api.parameters import ExperimentName
 from bandit.core.errors import ExperimentNotFound, MabError, StoreUnavailable
-from bandit.core.payloads import ExperimentStats
+from bandit.core.payloads import AuditEntry, ExperimentStats
 from bandit.core.settings import Settings
 from bandit.dashboard.live import StatsCache
 from bandit.dashboard.page_headers import ASSET_HEADERS, PAGE_HEADERS
@@ -41,6 +41,8 @@ from bandit.store.series import Series, SeriesStore
 OVERVIEW_MAX_AGE_S = 5.0
 #: Browsers wait this long before reconnecting a dropped event stream (sent as `retry:`).
 RECONNECT_MS = 1000
+#: Audit entries the experiment page shows, the newest.
+AUDIT_ENTRIES_SHOWN = 50
 
 # name -> (package, path inside it, media type). Nothing outside this table is served.
 _STATIC = "bandit.dashboard.static"
@@ -80,7 +82,7 @@ def dashboard_routes(settings: Settings, admin: Guard) -> list[ControllerRouterH
         Router(
             path="/",
             guards=[viewer_guard(settings.dashboard_public, admin)],
-            route_handlers=[dashboard_overview, experiment_events],
+            route_handlers=[dashboard_overview, dashboard_audit, experiment_events],
             dependencies={"event_streams": Provide(lambda: event_streams, sync_to_thread=False)},
         ),
     ]
@@ -163,6 +165,12 @@ async def dashboard_overview(experiments: ExperimentStore, stats_cache: StatsCac
             )
         )
     return summaries
+
+
+@get("/dashboard/data/experiments/{name:str}/audit", tags=["dashboard"])
+async def dashboard_audit(name: ExperimentName, experiments: ExperimentStore) -> list[AuditEntry]:
+    """The newest AUDIT_ENTRIES_SHOWN changes of the experiment, oldest first, for its page."""
+    return await experiments.audit(name, AUDIT_ENTRIES_SHOWN)
 
 
 class EventSnapshot(msgspec.Struct, kw_only=True):

@@ -8,6 +8,7 @@
 
 const mab = (() => {
   const OVERVIEW_REFRESH_MS = 2000;
+  const AUDIT_REFRESH_MS = 5000;
   // A new events stream after a refused one: the service asks for 5 s (Retry-After), then
   // twice as long after each refusal in a row, up to a minute.
   const STREAM_RETRY_FIRST_MS = 5000;
@@ -26,6 +27,7 @@ const mab = (() => {
       minimumFractionDigits: digits, maximumFractionDigits: digits,
     });
   const percent = (value, digits = 1) => (value === null || value === undefined ? "–" : `${(100 * value).toFixed(digits)} %`);
+  const pValue = (p) => (p === null || p === undefined ? "–" : p < 0.001 ? p.toExponential(1) : p.toFixed(3));
 
   function cell(row, text, className) {
     const td = row.insertCell();
@@ -88,6 +90,7 @@ const mab = (() => {
     const base = `/api/experiments/${encodeURIComponent(name)}`;
 
     setUpControls(name, base, state);
+    followAudit(`/dashboard/data/experiments/${encodeURIComponent(name)}/audit`);
 
     follow(`${base}/events`, {
       snapshot: (event) => {
@@ -169,6 +172,11 @@ const mab = (() => {
     $("total-rewards").textContent = number(stats.totals.rewards);
     $("regret").textContent = number(snapshot.estimate.regret, 1);
     $("lift").textContent = snapshot.estimate.lift === null ? "–" : percent(snapshot.estimate.lift);
+    renderSampleRatio(stats.sample_ratio);
+    renderCanary(stats.canary);
+    const held = Boolean(stats.autopilot && stats.autopilot.held);
+    $("autopilot").hidden = !held;
+    $("autopilot").textContent = held ? "Automatic actions held until resumed (an operator rolled one back)" : "";
 
     const serving = stats.arms.filter((arm) => !arm.shadow);
     const shadow = stats.arms.filter((arm) => arm.shadow);
@@ -200,7 +208,79 @@ const mab = (() => {
       cell(row, number(arm.latency_ms.p50, 1), "number");
       cell(row, number(arm.latency_ms.p99, 1), "number");
       cell(row, percent(errorRate(arm), 2), "number");
+      renderGuardrail(row.insertCell(), arm.guardrail);
     }
+  }
+
+  // The arm's guardrail state, how it is served, and the figures last judged (the reason as tooltip).
+  function renderGuardrail(td, guardrail) {
+    td.className = "guardrail";
+    if (!guardrail) {
+      td.textContent = "–";
+      return;
+    }
+    td.append(badge(guardrail.state));
+    if (guardrail.serving !== "full") td.append(badge(guardrail.serving));
+    const figures = guardrail.figures;
+    const text = document.createElement("span");
+    text.className = "muted";
+    if (!figures) {
+      text.textContent = "not judged yet";
+    } else {
+      const p99 = figures.p99_ms === null ? "–" : `${number(figures.p99_ms, 0)} ms`;
+      text.textContent = `errors ${percent(figures.error_rate, 2)} · p99 ${p99} · ${number(figures.requests)} requests in ${figures.window_s} s`;
+      td.title = figures.reason || (figures.judged ? "within its guardrails" : "too few requests to judge");
+    }
+    td.append(text);
+  }
+
+  function renderSampleRatio(sampleRatio) {
+    const checks = sampleRatio ? [["decisions", sampleRatio.decisions], ["feedback", sampleRatio.feedback]] : [];
+    const flagged = checks
+      .filter(([, check]) => check && check.flagged)
+      .map(([what, check]) => `${what} p = ${pValue(check.p_value)}${check.reason ? ` (${check.reason})` : ""}`);
+    $("srm-warning").hidden = flagged.length === 0;
+    $("srm-warning").textContent = flagged.length ? `Sample ratio mismatch: ${flagged.join("; ")}` : "";
+  }
+
+  function renderCanary(canary) {
+    $("canary").hidden = !canary;
+    if (!canary) return;
+    $("canary").replaceChildren(
+      `Canary: step ${canary.step + 1} of ${canary.steps.length}, ${percent(canary.candidate_share)} to candidate, `,
+      badge(canary.state),
+      `, P(not worse) ${percent(canary.p_not_worse)}`,
+      ...(canary.reason ? [` — ${canary.reason}`] : []),
+    );
+  }
+
+  // ---------------------------------------------------------------- audit log
+  function followAudit(url) {
+    const body = document.querySelector("#audit-log tbody");
+    async function refresh() {
+      let entries;
+      try {
+        const response = await fetch(url);
+        if (!response.ok) throw new Error(`${response.status} ${(await response.json().catch(() => ({}))).detail || ""}`);
+        entries = await response.json();
+      } catch (error) {
+        $("audit-status").textContent = `could not load: ${error.message}`;
+        return;
+      }
+      $("audit-status").textContent = `newest ${entries.length}, updated ${new Date().toLocaleTimeString()}`;
+      body.replaceChildren();
+      for (const entry of entries.reverse()) {
+        const row = body.insertRow();
+        row.dataset.action = entry.action;
+        cell(row, new Date(entry.at * 1000).toLocaleString());
+        cell(row, entry.actor);
+        cell(row, entry.action);
+        cell(row, entry.arm || "–");
+        cell(row, entry.reason);
+      }
+    }
+    refresh();
+    setInterval(refresh, AUDIT_REFRESH_MS);
   }
 
   function renderShadow(arms) {
