@@ -374,6 +374,7 @@ class ProxyApp:
             (b"x-bandit-experiment", snapshot.header_value),
             (b"x-bandit-arm", arm.header_value),
             (b"x-bandit-decision", decision.encode()),
+            (b"x-bandit-propensity", snapshot.propensity_header(arm)),
         )
         failure = HTTP_5XX if response.status >= 500 else None
         chunks = response.body()

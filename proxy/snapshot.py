@@ -86,6 +86,8 @@ class Snapshot:
     _allocated_at: float = field(init=False, default=0.0)
     # True while `_cumulative` is an estimate made for an earlier snapshot (see `build`).
     _inherited: bool = field(init=False, default=False)
+    # X-Bandit-Propensity values by arm name, worked out on the first answer this snapshot routes.
+    _propensities: dict[str, bytes] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if not self.routes:
@@ -161,6 +163,17 @@ class Snapshot:
             self._cumulative = None
             self._inherited = False
         return self.allocation
+
+    def propensity_header(self, route: ArmRoute) -> bytes:
+        """The X-Bandit-Propensity of an answer from `route`: the share of requests the policy gave
+        that arm when this snapshot routed it (`own_allocation`; 1 for an arm that takes all
+        traffic). On a retry it is the share of the arm that answered, not of the path there."""
+        if self._propensities is None:
+            shares = self.own_allocation.tolist()
+            self._propensities = {
+                arm.name: f"{share:.6g}".encode() for arm, share in zip(self.experiment.arms, shares, strict=True)
+            }
+        return self._propensities[route.name]
 
     def _cumulative_allocation(self) -> np.ndarray:
         if self._cumulative is None:

@@ -201,6 +201,19 @@ class AutopilotStatus(Base):
     judged_at: float | None
 
 
+class RegretEstimate(Base, kw_only=True):
+    """What the traffic so far cost against always serving the current leader.
+
+    `regret` is Σ decisions_i × (mean_leader − mean_i) over serving arms, in reward units,
+    with today's estimated means; `lift` is how much higher the leader's mean is than the
+    mean reward actually obtained, as a fraction of the latter (None when undefined).
+    """
+
+    leader: str | None
+    regret: float
+    lift: float | None
+
+
 class ExperimentStats(Base):
     experiment: str
     status: Status
@@ -211,6 +224,8 @@ class ExperimentStats(Base):
     stopping: StoppingStatus
     generated_at: float
     sample_ratio: SampleRatio | None = None
+    # The dashboard's regret and lift, in the stats too (issue 16).
+    regret: RegretEstimate | None = None
     canary: CanaryStatus | None = None
     autopilot: AutopilotStatus | None = None
 

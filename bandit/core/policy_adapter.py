@@ -43,6 +43,7 @@ from bandit.core.payloads import (
     StoppingStatus,
     Totals,
 )
+from bandit.core.regret import regret_estimate
 from bandit.core.sample_ratio import decision_check, feedback_check
 from policies import (
     UCB1,
@@ -320,6 +321,7 @@ def experiment_stats(
         ),
         generated_at=now,
         sample_ratio=sample_ratio(experiment, counters),
+        regret=regret_estimate(arms, leader),
         autopilot=(
             AutopilotStatus(held=experiment.autopilot_held, judged_at=verdict.judged_at if verdict else None)
             if experiment.automated()

@@ -28,11 +28,11 @@ from litestar.types import ASGIApp, ControllerRouterHandler
 from bandit.api.auth import Guard
 from bandit.api.parameters import ExperimentName
 from bandit.core.errors import ExperimentNotFound, MabError, StoreUnavailable
-from bandit.core.payloads import AuditEntry, ExperimentStats
+from bandit.core.payloads import AuditEntry, ExperimentStats, RegretEstimate
+from bandit.core.regret import regret_estimate
 from bandit.core.settings import Settings
 from bandit.dashboard.live import StatsCache
 from bandit.dashboard.page_headers import ASSET_HEADERS, PAGE_HEADERS
-from bandit.dashboard.regret import RegretEstimate, regret_estimate
 from bandit.dashboard.stream_limit import EventStreamLimit
 from bandit.store.experiments import ExperimentStore
 from bandit.store.series import Series, SeriesStore
@@ -246,7 +246,7 @@ async def _snapshots(
             event = EventSnapshot(
                 stats=stats,
                 series=series,
-                estimate=regret_estimate(stats),
+                estimate=stats.regret or regret_estimate(stats.arms, stats.leader),
                 incarnation=incarnation,
                 sent_at=time.time(),
             )
