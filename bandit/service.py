@@ -96,6 +96,7 @@ _PROVIDED: dict[str, Callable[[Parts], Any]] = {
     "stats_memo": lambda parts: parts.stats_cache.memo,
     "feedback_intake": lambda parts: parts.feedback_intake,
     "metrics_exposition": lambda parts: parts.metrics_exposition,
+    "decision_log": lambda parts: parts.store.decision_log,
 }
 
 
@@ -178,7 +179,11 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         registry = SnapshotRegistry(store.experiments, np.random.default_rng(), settings.refresh_interval_s, timeouts)
         metrics = ServiceMetrics() if settings.metrics else None
         recorder = DecisionRecorder(
-            store.counters, settings.flush_interval_s, on_counted=registry.note_served, metrics=metrics
+            store.counters,
+            settings.flush_interval_s,
+            on_counted=registry.note_served,
+            metrics=metrics,
+            decision_log=store.decision_log,
         )
         health = ArmHealth()
         mirror = ShadowMirror(client, recorder, health, queue_size=settings.shadow_queue_size, metrics=metrics)
@@ -207,7 +212,9 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         async def find_experiment(name: str) -> Experiment:
             return registry.experiment(name) or await experiments.get(name)
 
-        intake = FeedbackIntake(signer, store.counters, find_experiment, registry.note_rewarded, metrics)
+        intake = FeedbackIntake(
+            signer, store.counters, find_experiment, registry.note_rewarded, metrics, store.decision_log
+        )
         with contextlib.suppress(StoreUnavailable):
             await registry.refresh_all()
         prober = HealthProber(health, interval_s=settings.probe_interval_s)

@@ -12,6 +12,7 @@ another healthy arm; shadow arms get a copy in the background.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from bandit.core.decision_ids import DecisionSigner
+from bandit.store.decision_log import LoggedDecision, sampled
 from bandit.telemetry.tracing import InvokeTracer
 from proxy.admission import ArmSlots
 from proxy.clients.base import Headers, UpstreamClient, UpstreamResponse
@@ -336,7 +338,7 @@ class ProxyApp:
                 span.set_attribute("mab.decision", decision)
             if snapshot.shadows and isinstance(body, bytes):
                 self._mirror(snapshot, method, target, headers, body)
-            await self._relay(responder, response, snapshot, arm, key, decision, started, span)
+            await self._relay(responder, response, snapshot, arm, key, decision, started, span, unit)
         finally:
             slots.release(key, streamed)
 
@@ -360,21 +362,23 @@ class ProxyApp:
         decision: str,
         started: float,
         span: Span | None,
+        unit: bytes | None = None,
     ) -> None:
-        """Stream the upstream's answer back with the bandit headers, then count it.
+        """Stream the upstream's answer back with the bandit headers, then count it (and log it).
 
         A body of declared length that arrives in its first chunk (the usual small answer of
         a model) goes out with the headers in one write; anything else streams as it comes,
         headers first.
         """
         experiment = snapshot.experiment
+        propensity = snapshot.propensity(arm)
         answer = response_headers(response.headers)
         out_headers = answer.headers
         out_headers += (
             (b"x-bandit-experiment", snapshot.header_value),
             (b"x-bandit-arm", arm.header_value),
             (b"x-bandit-decision", decision.encode()),
-            (b"x-bandit-propensity", snapshot.propensity_header(arm)),
+            (b"x-bandit-propensity", propensity[1]),
         )
         failure = HTTP_5XX if response.status >= 500 else None
         chunks = response.body()
@@ -418,6 +422,12 @@ class ProxyApp:
             await response.close()
             latency_ms = (time.perf_counter() - started) * 1000.0
             self.recorder.record(experiment.name, experiment.incarnation, arm.name, latency_ms, failure)
+            logged = experiment.log
+            if logged is not None and failure is None and sampled(decision, logged.sample):
+                entry = LoggedDecision(
+                    decision, int(time.time() * 1000), arm.name, propensity[0], experiment.version, _unit_text(unit)
+                )
+                self.recorder.log_decision(logged, experiment.name, entry)
             self.health.observe(key, failed=failure is not None)
             if span is not None and failure is not None:
                 InvokeTracer.failed(span, failure)  # a 5xx, or an answer broken off after its headers
@@ -470,6 +480,19 @@ class ProxyApp:
                         arm.timeouts,
                     )
                 )
+
+
+#: Longest unit id the decision log keeps as given; a longer one is kept as its digest.
+MAX_LOGGED_UNIT = 128
+
+
+def _unit_text(unit: bytes | None) -> str | None:
+    """The X-Bandit-Unit as the decision log keeps it: as sent if short, else a digest of it."""
+    if not unit:
+        return None
+    if len(unit) <= MAX_LOGGED_UNIT:
+        return unit.decode("latin-1")
+    return "blake2b:" + hashlib.blake2b(unit, digest_size=16).hexdigest()
 
 
 async def error_answer(

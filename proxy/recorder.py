@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -13,12 +14,16 @@ from typing import Any
 
 from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import bucket_of
+from bandit.core.models import DecisionLogSettings
 from bandit.store import keys
 from bandit.store.counters import CounterStore, DecisionBatch, DecisionFlush
+from bandit.store.decision_log import DecisionLogStore, LoggedDecision
 from bandit.telemetry.metrics import ServedTally, ServiceMetrics
 from proxy.snapshot import Snapshot
 
 log = logging.getLogger("mab.proxy.recorder")
+#: Logged decisions kept in memory while Redis is away, over all experiments.
+MAX_LOG_PENDING = 100_000
 
 
 @dataclass(slots=True)
@@ -76,8 +81,14 @@ class DecisionRecorder:
         flush_interval_s: float,
         on_counted: Callable[[Collection[str]], None] | None = None,
         metrics: ServiceMetrics | None = None,
+        decision_log: DecisionLogStore | None = None,
     ) -> None:
         self._counters = counters
+        self._decision_log = decision_log
+        # Logged decisions waiting for the flush, per experiment, with its log settings.
+        self._logged: dict[str, tuple[DecisionLogSettings, list[LoggedDecision]]] = {}
+        self._logged_count = 0
+        self.log_dropped = 0
         # The same counts, for this process's Prometheus metrics (None: BANDIT_METRICS=false),
         # added to them at each flush.
         self._tally = ServedTally(metrics) if metrics is not None else None
@@ -119,16 +130,48 @@ class DecisionRecorder:
         else:
             tally[1] += 1
 
-    def _book_expected(self) -> None:
+    async def _book_expected(self) -> None:
         assigned, self._assigned = self._assigned, {}
-        for snapshot, requests in assigned.values():
+        if not assigned:
+            return
+        tallies = list(assigned.values())
+        shares = [snapshot.estimated_allocation() for snapshot, _requests in tallies]
+        missing = [index for index, share in enumerate(shares) if share is None]
+        if missing:
+            # Off the event loop: a Thompson estimate takes thousands of posterior draws.
+            fresh = await asyncio.to_thread(lambda: [tallies[index][0].fresh_allocation() for index in missing])
+            for index, share in zip(missing, fresh, strict=True):
+                shares[index] = share
+        for (snapshot, requests), share in zip(tallies, shares, strict=True):
             experiment = snapshot.experiment
             pending = self._pending.get((experiment.name, experiment.incarnation))
             if pending is None:
                 pending = self._pending[(experiment.name, experiment.incarnation)] = _Pending()
-            for arm, share in zip(experiment.arms, snapshot.own_allocation.tolist(), strict=True):
-                if share > 0:
-                    pending.expected[arm.name] += round(requests * share * keys.EXPECTED_SCALE)
+            assert share is not None
+            for arm, value in zip(experiment.arms, share.tolist(), strict=True):
+                if value > 0:
+                    pending.expected[arm.name] += round(requests * value * keys.EXPECTED_SCALE)
+
+    def log_decision(self, settings: DecisionLogSettings, experiment: str, entry: LoggedDecision) -> None:
+        """Keep a decision for the decision log until the next flush (past MAX_LOG_PENDING while Redis
+        is away, the newest are dropped and counted: the log is bounded, the counts are not lost)."""
+        if self._logged_count >= MAX_LOG_PENDING:
+            self.log_dropped += 1
+            return
+        pending = self._logged.get(experiment)
+        if pending is None:
+            pending = self._logged[experiment] = (settings, [])
+        pending[1].append(entry)
+        self._logged_count += 1
+
+    async def _flush_log(self) -> None:
+        if self._decision_log is None or not self._logged:
+            return
+        logged = self._logged
+        batches = [(name, settings, entries) for name, (settings, entries) in logged.items()]
+        await self._decision_log.append(batches, time.time_ns() // 1_000_000)
+        # Only once written: on an outage they wait for the next flush.
+        self._logged, self._logged_count = {}, 0
 
     def record_mirror_dropped(self, experiment: str, incarnation: str, arm: str) -> None:
         """Count one copy for a shadow arm that the full mirror queue turned away."""
@@ -145,7 +188,7 @@ class DecisionRecorder:
             self._tally.publish()
         if self._on_counted is not None and self._pending:
             self._on_counted({experiment for experiment, _incarnation in self._pending})
-        self._book_expected()
+        await self._book_expected()
         self._move_pending_to_outbox()
         # The first batch of every experiment, all in one pipelined call; an experiment whose
         # first batch went through sends its second (counts made while the first was retried) next.
@@ -184,6 +227,7 @@ class DecisionRecorder:
                 break
         if unavailable is not None:
             raise unavailable
+        await self._flush_log()
 
     def _move_pending_to_outbox(self) -> None:
         pending, self._pending = self._pending, {}

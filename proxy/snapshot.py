@@ -27,6 +27,12 @@ MAX_REDRAWS = 16
 #: rewards arrive (every 50 ms or so): Thompson's estimate costs thousands of posterior
 #: draws, which at 100+ arms would otherwise be paid on the event loop after every rebuild.
 ALLOCATION_MAX_AGE_S = 1.0
+#: ...and only while the observations behind it grew by at most this share (plus a few): the
+#: allocation moves fastest while a policy has seen little, and a stale one would misstate the
+#: propensities (X-Bandit-Propensity, the sample-ratio check). Re-estimated about 50 · ln(N)
+#: times over N observations: all the time early on, hardly ever later.
+ALLOCATION_MAX_GROWTH = 0.02
+ALLOCATION_GROWTH_SLACK = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +90,11 @@ class Snapshot:
     _queued: list[int] = field(init=False, default_factory=list)
     _cumulative: np.ndarray | None = field(init=False, default=None)
     _allocated_at: float = field(init=False, default=0.0)
-    # True while `_cumulative` is an estimate made for an earlier snapshot (see `build`).
-    _inherited: bool = field(init=False, default=False)
-    # X-Bandit-Propensity values by arm name, worked out on the first answer this snapshot routes.
-    _propensities: dict[str, bytes] | None = field(init=False, default=None)
+    # The observations (summed pulls) the estimate in `_cumulative` was made from.
+    _allocated_pulls: float = field(init=False, default=0.0)
+    # Propensity and its X-Bandit-Propensity value by arm name, worked out on the first answer
+    # this snapshot routes.
+    _propensities: dict[str, tuple[float, bytes]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if not self.routes:
@@ -121,11 +128,13 @@ class Snapshot:
             and previous.experiment.version == experiment.version
             and previous.experiment.incarnation == experiment.incarnation
             and time.monotonic() - previous._allocated_at < ALLOCATION_MAX_AGE_S
+            and float(snapshot.statistics.pulls.sum())
+            <= previous._allocated_pulls * (1 + ALLOCATION_MAX_GROWTH) + ALLOCATION_GROWTH_SLACK
         ):
             # Same config, statistics a few rewards on: the recent estimate still holds.
             snapshot._cumulative = previous._cumulative
             snapshot._allocated_at = previous._allocated_at
-            snapshot._inherited = True
+            snapshot._allocated_pulls = previous._allocated_pulls
         return snapshot
 
     @property
@@ -150,28 +159,26 @@ class Snapshot:
         """
         return np.diff(self._cumulative_allocation(), prepend=0.0)
 
-    @property
-    def own_allocation(self) -> np.ndarray:
-        """`allocation` estimated from this snapshot's own statistics, never an earlier one's.
+    def estimated_allocation(self) -> np.ndarray | None:
+        """`allocation` if it is estimated already, else None: the recorder then estimates it off
+        the event loop (`fresh_allocation`) rather than on it."""
+        return None if self._cumulative is None else self.allocation
 
-        What the sample-ratio check books per decision: an estimate inherited across rebuilds
-        lags a policy that is learning, and summed over many decisions that lag would show as
-        a mismatch. Estimated once per snapshot that routed requests (the recorder asks at each
-        flush): for Thompson sampling about 0.5 ms at 3 arms, per snapshot rebuild.
-        """
-        if self._inherited:
-            self._cumulative = None
-            self._inherited = False
-        return self.allocation
+    def fresh_allocation(self) -> np.ndarray:
+        """An estimate of the allocation from this snapshot's statistics, leaving the one it routes
+        sticky units by untouched; safe to call from a worker thread."""
+        return allocation(self.experiment, self.statistics, np.random.default_rng(), self.policy)
 
-    def propensity_header(self, route: ArmRoute) -> bytes:
-        """The X-Bandit-Propensity of an answer from `route`: the share of requests the policy gave
-        that arm when this snapshot routed it (`own_allocation`; 1 for an arm that takes all
-        traffic). On a retry it is the share of the arm that answered, not of the path there."""
+    def propensity(self, route: ArmRoute) -> tuple[float, bytes]:
+        """The propensity of an answer from `route`, and as the X-Bandit-Propensity value: the share
+        of requests the policy gave that arm when this snapshot routed it (`allocation`, for
+        Thompson sampling its estimate; 1 for an arm that takes all traffic). On a retry it is
+        the share of the arm that answered, not the probability of the path there."""
         if self._propensities is None:
-            shares = self.own_allocation.tolist()
+            shares = self.allocation.tolist()
             self._propensities = {
-                arm.name: f"{share:.6g}".encode() for arm, share in zip(self.experiment.arms, shares, strict=True)
+                arm.name: (share, f"{share:.6g}".encode())
+                for arm, share in zip(self.experiment.arms, shares, strict=True)
             }
         return self._propensities[route.name]
 
@@ -179,6 +186,7 @@ class Snapshot:
         if self._cumulative is None:
             self._cumulative = np.cumsum(allocation(self.experiment, self.statistics, self.rng, self.policy))
             self._allocated_at = time.monotonic()
+            self._allocated_pulls = float(self.statistics.pulls.sum())
         return self._cumulative
 
     def choose_healthy(self, is_healthy: Callable[[HealthKey], bool]) -> int:

@@ -67,9 +67,15 @@ def _with_rollout_state(previous: Experiment, changed: Experiment) -> Experiment
     if not isinstance(new, CanarySettings):
         canary = None
     elif not isinstance(old, CanarySettings) or (old.baseline, old.candidate) != (new.baseline, new.candidate):
-        canary = CanaryProgress(step_started_at=time.time())
-    elif canary is not None and canary.step >= len(new.steps):
-        canary = msgspec.structs.replace(canary, step=len(new.steps) - 1)
+        # The step's decisions are counted from the actor's next look (decisions_at_start -1).
+        canary = CanaryProgress(step_started_at=time.time(), decisions_at_start=-1)
+    elif old.steps != new.steps:
+        # New steps: the first at or above the current share (never the last, which promotes
+        # only after a judged step), from a fresh start.
+        share = old.steps[min(canary.step if canary else 0, len(old.steps) - 1)]
+        step = next((i for i, value in enumerate(new.steps) if value >= share), len(new.steps) - 1)
+        step = max(0, min(step, len(new.steps) - 2))
+        canary = CanaryProgress(step=step, step_started_at=time.time(), decisions_at_start=-1)
     guarded = set(changed.guarded_arms())
     capped = {arm: cap for arm, cap in changed.capped.items() if arm in guarded}
     status = changed.status
@@ -81,8 +87,10 @@ def _with_rollout_state(previous: Experiment, changed: Experiment) -> Experiment
 def _resumed(experiment: Experiment) -> Experiment:
     """Routing back to the policy, automatic actions no longer held; an aborted canary starts over."""
     canary = experiment.canary
-    if experiment.status == "aborted":
-        canary = CanaryProgress(step_started_at=time.time())
+    if isinstance(experiment.policy, CanarySettings):
+        # The step's clock and decisions restart: a pause is no time the candidate was judged in.
+        step = 0 if experiment.status == "aborted" or canary is None else canary.step
+        canary = CanaryProgress(step=step, step_started_at=time.time(), decisions_at_start=-1)
     return msgspec.structs.replace(experiment, status="running", promoted_arm=None, autopilot_held=False, canary=canary)
 
 
@@ -143,7 +151,7 @@ class ExperimentsController(Controller):
         """Replace arms, policy, reward or stopping settings; statistics are kept."""
         changes: dict[str, Any] = {
             field: value
-            for field in ("arms", "policy", "reward", "stopping", "guardrails")
+            for field in ("arms", "policy", "reward", "stopping", "guardrails", "log")
             if (value := getattr(data, field)) is not UNSET
         }
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from bandit.core.decision_ids import Decision, DecisionSigner
 from bandit.core.errors import ArmNotFound, ExpiredDecision, InvalidInput, MabError, StoreUnavailable
-from bandit.core.models import Experiment
+from bandit.core.models import DecisionLogSettings, Experiment
 from bandit.core.payloads import FeedbackItem, FeedbackResult, RejectedItem
 from bandit.core.policy_adapter import observation_rules, reward_scale
 from bandit.store import keys
 from bandit.store.counters import CounterStore, FeedbackRecord
+from bandit.store.decision_log import DecisionLogStore, sampled
 from bandit.store.durability import NotReplicated
 from bandit.telemetry.metrics import ServiceMetrics
+
+log = logging.getLogger("mab.feedback")
 
 #: Seen-markers and rewarded bitmaps outlive the window a little, so a duplicate is never counted on a clock edge.
 MARKER_GRACE_S = 60
@@ -57,6 +61,7 @@ async def ingest(
     find_experiment: Callable[[str], Awaitable[Experiment]],
     on_counted: Callable[[str], None] | None = None,
     metrics: ServiceMetrics | None = None,
+    decision_log: DecisionLogStore | None = None,
 ) -> FeedbackResult:
     """Count a batch of rewards; every item ends up accepted, duplicate or rejected with a reason.
 
@@ -141,6 +146,9 @@ async def ingest(
             raise
         if on_counted is not None and 1 in codes:
             on_counted(experiment)
+        logged = rules.experiment.log
+        if decision_log is not None and logged is not None and 1 in codes:
+            await _log_rewards(decision_log, experiment, logged, items, indices, codes, records)
         if metrics is not None:
             _book(metrics, experiment, codes, records)
         for index, code in zip(indices, codes, strict=True):
@@ -153,6 +161,29 @@ async def ingest(
                 rejected.append(RejectedItem(index=index, status=status, reason=reason))
     rejected.sort(key=lambda item: item.index)
     return FeedbackResult(accepted=accepted, duplicate=duplicate, rejected=len(rejected), errors=rejected)
+
+
+async def _log_rewards(
+    decision_log: DecisionLogStore,
+    experiment: str,
+    settings: DecisionLogSettings,
+    items: list[FeedbackItem],
+    indices: list[int],
+    codes: list[int],
+    records: list[FeedbackRecord],
+) -> None:
+    """Log the rewards just counted (only those: a duplicate is never logged twice) of the
+    decisions the log samples. The reward is counted already: a log that cannot be written
+    loses its row's reward, never the count, so the request still succeeds."""
+    rewards = [
+        (items[index].decision, record.reward)
+        for index, code, record in zip(indices, codes, records, strict=True)
+        if code == 1 and sampled(items[index].decision, settings.sample)
+    ]
+    try:
+        await decision_log.append_rewards(experiment, settings, rewards)
+    except StoreUnavailable as error:
+        log.warning("rewards not logged: %s", error.detail, extra={"experiment": experiment})
 
 
 def _book(metrics: ServiceMetrics, experiment: str, codes: list[int], records: list[FeedbackRecord]) -> None:
@@ -209,12 +240,22 @@ class FeedbackIntake:
         find_experiment: Callable[[str], Awaitable[Experiment]],
         on_counted: Callable[[str], None] | None = None,
         metrics: ServiceMetrics | None = None,
+        decision_log: DecisionLogStore | None = None,
     ) -> None:
         self._signer = signer
         self._counters = counters
         self._find_experiment = find_experiment
         self._on_counted = on_counted
         self._metrics = metrics
+        self._decision_log = decision_log
 
     async def ingest(self, items: list[FeedbackItem]) -> FeedbackResult:
-        return await ingest(items, self._signer, self._counters, self._find_experiment, self._on_counted, self._metrics)
+        return await ingest(
+            items,
+            self._signer,
+            self._counters,
+            self._find_experiment,
+            self._on_counted,
+            self._metrics,
+            self._decision_log,
+        )

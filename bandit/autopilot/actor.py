@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 
 import msgspec
 
 from bandit.api.stats import Computed, StatsMemo
-from bandit.autopilot.decide import decide, guardrail_figures
+from bandit.autopilot.decide import decide, guardrail_figures, judged_span_s
 from bandit.core.errors import MabError
 from bandit.core.payloads import AuditEntry, AutopilotVerdict
 from bandit.core.policy_adapter import policy_discount, policy_statistics
@@ -68,16 +69,17 @@ class Autopilot:
         now = time.time() if now is None else now
         judged = [entry for entry in computed.values() if entry.experiment.automated()]
         guarded = [entry for entry in judged if entry.experiment.guardrails is not None]
-        longest = max(
-            (entry.experiment.guardrails.window_s for entry in guarded if entry.experiment.guardrails), default=0
-        )
-        windows = await self.series.recent(
-            [(entry.experiment.name, entry.experiment.incarnation) for entry in guarded], now - longest, now
-        )
-        buckets = {entry.experiment.name: window for entry, window in zip(guarded, windows, strict=True)}
+        buckets = await self._windows(guarded, now)
         taken, verdicts = [], []
         for entry in judged:
-            outcome = await self._act(entry, buckets.get(entry.experiment.name, []), now)
+            try:
+                outcome = await self._act(entry, buckets.get(entry.experiment.name, []), now)
+            except MabError as error:  # deleted meanwhile, or Redis gone for its slot: the others go on
+                log.warning("automatic actions of %s skipped: %s", entry.experiment.name, error.detail)
+                continue
+            except Exception:
+                log.exception("automatic actions of %s failed", entry.experiment.name)
+                continue
             if outcome is not None:
                 verdict, done = outcome
                 if verdict:
@@ -87,13 +89,25 @@ class Autopilot:
         await self.state.write_verdicts(verdicts, self.verdict_ttl_s)
         return taken
 
+    async def _windows(self, guarded: list[Computed], now: float) -> dict[str, list[tuple[float, dict[bytes, bytes]]]]:
+        """The history buckets each guarded experiment's window spans, read in one round trip per window length."""
+        by_window: dict[int, list[Computed]] = {}
+        for entry in guarded:
+            by_window.setdefault(math.ceil(judged_span_s(entry.experiment, now)), []).append(entry)
+        buckets: dict[str, list[tuple[float, dict[bytes, bytes]]]] = {}
+        for window_s, entries in by_window.items():
+            targets = [(entry.experiment.name, entry.experiment.incarnation) for entry in entries]
+            for entry, window in zip(entries, await self.series.recent(targets, now - window_s, now), strict=True):
+                buckets[entry.experiment.name] = window
+        return buckets
+
     async def _act(
         self, entry: Computed, buckets: list[tuple[float, dict[bytes, bytes]]], now: float
     ) -> tuple[bytes, AuditEntry | None] | None:
         """Judge one experiment and apply what it calls for; its verdict for stats (None: no
         guardrails) and the audit entry of what was done."""
         experiment = entry.experiment
-        figures = guardrail_figures(experiment, buckets, now)
+        figures = guardrail_figures(experiment, buckets, now, self.series.layout.bucket_s)
         arms = [arm.name for arm in experiment.arms]
         counters = parse_counters(entry.inputs.counters, arms, policy_discount(experiment))
         decisions = {arm: int(count) for arm, count in zip(arms, counters.decisions, strict=True)}

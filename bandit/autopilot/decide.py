@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import msgspec
 
-from bandit.api.experiments import promotion
+from bandit.api.experiments import promoted_arm, promotion
 from bandit.core.canary import judge_step
-from bandit.core.guardrails import judge_arm
+from bandit.core.guardrails import CONFIDENCE, judge_arm
 from bandit.core.models import Actor, ArmCap, CanaryProgress, CanarySettings, Experiment
 from bandit.core.payloads import AuditEntry, ExperimentStats, Figure, GuardrailFigures
+from bandit.core.policy_adapter import canary_share
 from bandit.store.series import arm_window
 from policies import ArmStatistics
 
@@ -33,7 +34,7 @@ class Action:
 
 
 def guardrail_figures(
-    experiment: Experiment, buckets: Sequence[tuple[float, dict[bytes, bytes]]], now: float
+    experiment: Experiment, buckets: Sequence[tuple[float, dict[bytes, bytes]]], now: float, bucket_s: float
 ) -> dict[str, GuardrailFigures]:
     """Each guarded arm's window judged: the last `window_s`, or since its trial or restore began."""
     settings = experiment.guardrails
@@ -44,8 +45,10 @@ def guardrail_figures(
         since = max(now - settings.window_s, experiment.judged_since.get(arm, 0.0))
         cap = experiment.capped.get(arm)
         if cap is not None and cap.state == "retrying":
-            since = max(since, cap.since)
-        figures[arm] = judge_arm(settings, arm_window(buckets, arm, since))
+            # A trial is judged on all of it, however long: at a small share, holding a limit
+            # with confidence takes about 3 / limit requests (150 at 2 %, 300 for a p99).
+            since = cap.since
+        figures[arm] = judge_arm(settings, arm_window(buckets, arm, since, bucket_s))
     return figures
 
 
@@ -67,6 +70,16 @@ def _aborted(experiment: Experiment, actor: Actor, reason: str, now: float, **fi
     )
 
 
+def _holds(figures: GuardrailFigures) -> bool:
+    """Does the arm on trial keep its limits with confidence (P(within the limit) ≥ 0.95 for each)?
+    Not merely "no breach yet": an arm a little over its limit would be restored most times."""
+    if not figures.judged:
+        return False
+    errors_hold = figures.p_error_rate_above is None or figures.p_error_rate_above <= 1 - CONFIDENCE
+    latency_holds = figures.p_p99_above is None or figures.p_p99_above <= 1 - CONFIDENCE
+    return errors_hold and latency_holds
+
+
 def guardrail_action(experiment: Experiment, figures: dict[str, GuardrailFigures], now: float) -> Action | None:
     settings = experiment.guardrails
     if settings is None:
@@ -85,7 +98,7 @@ def guardrail_action(experiment: Experiment, figures: dict[str, GuardrailFigures
                 continue  # the baseline is what a canary falls back to: reported, never capped
             control = experiment.control_arm()
             if settings.action == "rollback" and arm != control:
-                changed = msgspec.structs.replace(experiment, status="paused", promoted_arm=control)
+                changed = msgspec.structs.replace(experiment, status="paused", promoted_arm=None)
                 entry = _entry("guardrail", "rolled_back", arm, f"{reason}; all traffic to {control}", now, **shown)
                 return Action(changed, entry)
             serving = [a.name for a in experiment.arms if not a.shadow and a.name != arm]
@@ -124,7 +137,7 @@ def guardrail_action(experiment: Experiment, figures: dict[str, GuardrailFigures
                 **shown,
             )
             return Action(changed, entry)
-        if judged.judged:
+        if _holds(judged):
             rest = {other: kept for other, kept in experiment.capped.items() if other != arm}
             changed = msgspec.structs.replace(
                 experiment, capped=rest, judged_since={**experiment.judged_since, arm: now}
@@ -140,6 +153,14 @@ def canary_action(
     settings = experiment.policy
     if not isinstance(settings, CanarySettings):
         return None
+    progress = experiment.canary
+    if progress is not None and progress.decisions_at_start < 0:
+        # A step that (re)started without the candidate's count: it starts now, from the fresh one.
+        started = CanaryProgress(step=progress.step, step_started_at=now, decisions_at_start=candidate_decisions)
+        share = canary_share(experiment)
+        reason = f"step {progress.step + 1} of {len(settings.steps)} starts: {share:g} % to {settings.candidate}"
+        entry = _entry("canary", "canary_started", settings.candidate, reason, now, step=progress.step)
+        return Action(msgspec.structs.replace(experiment, canary=started), entry)
     verdict = judge_step(experiment, statistics, candidate_decisions, now, None)
     figures: dict[str, Figure] = {
         "step": experiment.canary.step if experiment.canary is not None else 0,
@@ -172,6 +193,8 @@ def stopping_action(
         return None
     if winner is None or winner in experiment.capped or (winner in figures and figures[winner].breached):
         return None
+    if promoted_arm(experiment) == winner:
+        return None  # a static split already all on the winner (a promotion keeps it running)
     arm = next(arm for arm in stats.arms if arm.name == winner)
     reason = (
         f"stopping rule met: P(best) {arm.p_best:.3f} >= {rule.p_best:g}, "
@@ -189,12 +212,23 @@ def decide(
     figures: dict[str, GuardrailFigures],
     now: float,
 ) -> Action | None:
-    """The one action the experiment calls for now, if any (only while it runs and is not held)."""
-    if experiment.status != "running" or experiment.autopilot_held:
+    """The one action the experiment calls for now, if any, while it runs. Guardrails protect
+    users whatever an operator held; the canary and the stopping rule wait while held."""
+    if experiment.status != "running":
         return None
+    guarded = guardrail_action(experiment, figures, now)
+    if guarded is not None or experiment.autopilot_held:
+        return guarded
     candidate = experiment.policy.candidate if isinstance(experiment.policy, CanarySettings) else None
-    return (
-        guardrail_action(experiment, figures, now)
-        or canary_action(experiment, statistics, decisions.get(candidate or "", 0), now)
-        or stopping_action(experiment, stats, figures, now)
+    return canary_action(experiment, statistics, decisions.get(candidate or "", 0), now) or stopping_action(
+        experiment, stats, figures, now
     )
+
+
+def judged_span_s(experiment: Experiment, now: float) -> float:
+    """How far back the guardrails of `experiment` read: the window, or its oldest trial."""
+    settings = experiment.guardrails
+    if settings is None:
+        return 0.0
+    trials = [cap.since for cap in experiment.capped.values() if cap.state == "retrying"]
+    return max([float(settings.window_s), *(now - since for since in trials)])

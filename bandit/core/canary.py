@@ -23,6 +23,8 @@ from bandit.core.policy_adapter import canary_share, policy_statistics, posterio
 from policies import ArmStatistics
 
 CONFIDENCE = 0.95
+#: Rewards each arm needs before the two are compared (until then a step holds).
+MIN_REWARDS = 30
 
 CanaryAction = Literal["wait", "hold", "advance", "promote", "abort"]
 #: How stats name a running canary's step by what it calls for.
@@ -45,6 +47,8 @@ def progress_of(experiment: Experiment) -> CanaryProgress:
 def _posterior(statistics: ArmStatistics, index: int, beta: bool) -> tuple[float, float] | None:
     """Mean and variance of an arm's mean reward on the policy's scale, or None with too little data."""
     pulls, total = float(statistics.pulls[index]), float(statistics.reward_sum[index])
+    if pulls < MIN_REWARDS:
+        return None  # too few rewards for the normal approximation to be trusted either way
     if beta:
         a, b = 1.0 + total, 1.0 + max(0.0, pulls - total)
         return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1.0))
@@ -61,7 +65,7 @@ def compare(experiment: Experiment, statistics: ArmStatistics) -> tuple[float, f
     beta = posterior_model(experiment) == "beta"
     baseline = _posterior(statistics, names.index(settings.baseline), beta)
     candidate = _posterior(statistics, names.index(settings.candidate), beta)
-    if baseline is None or candidate is None or statistics.pulls[names.index(settings.candidate)] == 0:
+    if baseline is None or candidate is None:
         return None
     _, width = reward_scale(experiment)
     drop = settings.max_reward_drop / width
@@ -83,6 +87,8 @@ def judge_step(
     settings = experiment.policy
     assert isinstance(settings, CanarySettings)
     progress = progress_of(experiment)
+    if progress.decisions_at_start < 0:
+        return CanaryVerdict("wait", "the step starts at the next look", 0, None, None)
     # Counters are cumulative; after a reset of the statistics they restart below the mark.
     start = progress.decisions_at_start if progress.decisions_at_start <= candidate_decisions else 0
     in_step = candidate_decisions - start
@@ -140,7 +146,7 @@ def canary_status(
     return CanaryStatus(
         step=progress.step,
         steps=list(settings.steps),
-        candidate_share=0.0 if experiment.status == "aborted" else canary_share(experiment),
+        candidate_share=0.0 if experiment.status in ("aborted", "paused") else canary_share(experiment),
         step_started_at=progress.step_started_at,
         decisions_in_step=judged.decisions_in_step,
         state=state,

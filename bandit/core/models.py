@@ -240,6 +240,16 @@ class StoppingRule(Base):
     action: Literal["report", "promote"] = "report"
 
 
+class DecisionLogSettings(Base):
+    """Keep each decision (time, arm, propensity, unit, settings version) and its reward, for export
+    and off-policy evaluation: a Redis stream trimmed to `max_entries` and to `max_age_s`."""
+
+    # The share of decisions logged (rewards are logged for the decisions logged).
+    sample: Annotated[float, Meta(gt=0, le=1, extra_json_schema=_POSITIVE)] = 1.0
+    max_entries: Annotated[int, Meta(ge=100, le=10_000_000)] = 100_000
+    max_age_s: Annotated[int, Meta(ge=60, le=MAX_FEEDBACK_WINDOW_S)] = 7 * 86_400
+
+
 class GuardrailSettings(Base):
     """Service limits each guarded arm must keep, judged on every replica's counts of the last `window_s`.
 
@@ -276,6 +286,7 @@ class ExperimentSpec(Base):
     reward: RewardSpec = msgspec.field(default_factory=RewardSpec)
     stopping: StoppingRule = msgspec.field(default_factory=StoppingRule)
     guardrails: GuardrailSettings | None = None
+    log: DecisionLogSettings | None = None
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -450,12 +461,9 @@ class Experiment(ExperimentSpec, kw_only=True):
         """The arm that takes all traffic, or None while the policy decides."""
         if self.status == "promoted":
             return self.promoted_arm
-        if self.status == "paused":
-            # Paused: back to the control arm (a guardrail's rollback names it), no exploration.
-            if self.promoted_arm is not None and self.arm(self.promoted_arm) is not None:
-                return self.promoted_arm
-            return next(arm.name for arm in self.arms if not arm.shadow)
-        if self.status == "aborted":
+        if self.status in ("paused", "aborted"):
+            # Back to the control arm (a canary's baseline, the guardrails' control, or the first
+            # serving arm), no exploration.
             return self.control_arm()
         return None
 
@@ -475,6 +483,8 @@ class ExperimentPatch(Base):
     stopping: StoppingRule | UnsetType = UNSET
     # null removes the guardrails.
     guardrails: GuardrailSettings | UnsetType | None = UNSET
+    # null stops the decision log (what it holds expires by its own bounds).
+    log: DecisionLogSettings | UnsetType | None = UNSET
 
 
 class PromoteRequest(Base):

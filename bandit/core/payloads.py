@@ -249,3 +249,28 @@ class AuditEntry(Base):
     version: int = 0
     # The entry's id in the stream (its time in ms and a sequence), filled in when read.
     id: str = ""
+
+
+class Estimate(Base):
+    """An estimated mean reward with its 95 % interval."""
+
+    value: float
+    lower: float
+    upper: float
+
+
+class Evaluation(Base):
+    """`POST /api/experiments/{name}/evaluate`: a candidate policy on the logged traffic."""
+
+    experiment: str
+    # The candidate's share of traffic per arm, as it would route now.
+    candidate_allocation: dict[str, float]
+    decisions: int
+    # The logging policy's mean reward on these decisions, and the candidate's estimated one.
+    logged_mean: Estimate
+    ips: Estimate
+    snips: Estimate
+    doubly_robust: Estimate
+    effective_sample_size: float
+    # Logged decisions left out: no reward yet, a propensity of 0 (a retry), or an arm since removed.
+    excluded: int

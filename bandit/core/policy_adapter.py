@@ -40,6 +40,7 @@ from bandit.core.payloads import (
     ExperimentStats,
     LatencySummary,
     SampleRatio,
+    SampleRatioCheck,
     StoppingStatus,
     Totals,
 )
@@ -95,7 +96,9 @@ def _core_policy(experiment: Experiment, settings: PolicySettings, serving: list
         return GradientBandit()
     if isinstance(settings, StaticSettings):
         weights = experiment.static_weights()
-        return StaticWeights(tuple(weights[i] for i in serving))
+        kept = tuple(weights[i] for i in serving)
+        # A guardrail capped (or is re-trying) every arm with weight: the others share evenly.
+        return StaticWeights(kept if sum(kept) > 0 else (1.0,) * len(kept))
     if isinstance(settings, CanarySettings):
         share = canary_share(experiment)
         names = [experiment.arms[i].name for i in serving]
@@ -126,6 +129,8 @@ def canary_share(experiment: Experiment) -> float:
     settings = experiment.policy
     if not isinstance(settings, CanarySettings):
         return 0.0
+    if experiment.status == "promoted" and experiment.promoted_arm == settings.candidate:
+        return 100.0
     step = experiment.canary.step if experiment.canary is not None else 0
     return settings.steps[min(step, len(settings.steps) - 1)]
 
@@ -330,12 +335,25 @@ def experiment_stats(
     )
 
 
+#: Below this share of decisions with an expected count booked, the decision check is not made.
+UNBOOKED_TOLERANCE = 0.9
+
+
 def sample_ratio(experiment: Experiment, counters: ArmCounters) -> SampleRatio:
     """The sample-ratio checks over the serving arms (bandit/core/sample_ratio.py)."""
     serving = [i for i, arm in enumerate(experiment.arms) if not arm.shadow]
     decisions = counters.decisions[serving]
+    # Requests an arm answered, well or with a 5xx: the traffic it got (a failed connection
+    # retried elsewhere counts on both arms, and shows as the mismatch it is).
+    requests = decisions + counters.errors[serving]
+    expected = counters.expected[serving]
     explicit = experiment.reward.mode == "explicit"
+    if expected.sum() < UNBOOKED_TOLERANCE * decisions.sum():
+        reason = "most decisions were made by a release that booked no expected decisions: reset to check"
+        checked = SampleRatioCheck(p_value=None, flagged=False, reason=reason)
+    else:
+        checked = decision_check(requests.tolist(), expected.tolist())
     return SampleRatio(
-        decisions=decision_check(decisions.tolist(), counters.expected[serving].tolist()),
+        decisions=checked,
         feedback=feedback_check(decisions.tolist(), counters.rewards[serving].tolist()) if explicit else None,
     )

@@ -61,6 +61,11 @@ def autopilot_verdict(experiment: str) -> str:
     return f"{PREFIX}:{{{experiment}}}:verdict"
 
 
+def decision_log(experiment: str) -> str:
+    """Stream of the experiment's logged decisions and their rewards (bandit/store/decision_log.py)."""
+    return f"{PREFIX}:{{{experiment}}}:log"
+
+
 def config_history(experiment: str) -> str:
     """Earlier configs of the experiment, newest first (list, capped): what rollback restores."""
     return f"{PREFIX}:{{{experiment}}}:history"

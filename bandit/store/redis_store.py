@@ -6,6 +6,7 @@ from bandit.core.settings import Settings
 from bandit.store.autopilot_state import AutopilotStore
 from bandit.store.connection import StoreClient, connect, retry_on_a_fresh_connection, translate_redis_errors
 from bandit.store.counters import CounterStore
+from bandit.store.decision_log import DecisionLogStore
 from bandit.store.durability import Durability, KeyConnections
 from bandit.store.experiments import ExperimentStore
 from bandit.store.keyring import KeyringStore
@@ -42,6 +43,7 @@ class RedisStore:
         self.series = SeriesStore(self._redis, layout or SeriesLayout(), scripts, self._connections)
         self.keyring = KeyringStore(self._redis)
         self.autopilot = AutopilotStore(self._redis, scripts, self._connections)
+        self.decision_log = DecisionLogStore(self._redis)
 
     @classmethod
     def from_url(cls, url: str, layout: SeriesLayout | None = None, *, cluster: bool = False) -> RedisStore:

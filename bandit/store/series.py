@@ -261,14 +261,16 @@ class SeriesStore:
         return await read_counters(self._redis, names)
 
 
-def arm_window(buckets: Sequence[tuple[float, dict[bytes, bytes]]], arm: str, since_unix_s: float) -> WindowCounts:
-    """One arm's requests, errors and latencies over the buckets that start at or after `since_unix_s`."""
+def arm_window(
+    buckets: Sequence[tuple[float, dict[bytes, bytes]]], arm: str, since_unix_s: float, bucket_s: float
+) -> WindowCounts:
+    """One arm's requests, errors and latencies over the buckets that end after `since_unix_s`."""
     decisions_field, errors_field = keys.decisions_field(arm).encode(), keys.errors_field(arm).encode()
     prefix = f"{keys.SERIES_LATENCY_PREFIX}{arm}:".encode()
     decisions = errors = 0
     latencies: dict[int, int] = {}
     for start, raw in buckets:
-        if start < since_unix_s:
+        if start + bucket_s <= since_unix_s:
             continue
         decisions += int(_number(raw.get(decisions_field)))
         errors += int(_number(raw.get(errors_field)))

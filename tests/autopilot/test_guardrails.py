@@ -123,6 +123,9 @@ def test_rollback_action_sends_all_traffic_to_the_control_arm(
         traffic.join()
         faulty.set_behaviour("bad", "ok")
     experiment = admin.get(f"/api/experiments/{name}").json()
-    assert experiment["status"] == "paused" and experiment["promoted_arm"] == "good"
-    assert experiment["changed_by"] == "guardrail"
+    assert experiment["status"] == "paused" and experiment["changed_by"] == "guardrail"
+    # Paused on its control arm: every request goes to "good".
+    with httpx.Client(base_url=pair[1].url, timeout=10) as client:
+        time.sleep(0.5)
+        assert {client.post(f"/invoke/{name}/predict", json={}).headers["X-Bandit-Arm"] for _ in range(20)} == {"good"}
     assert actions(admin, name, "guardrail") == [("rolled_back", "bad")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import httpx
@@ -39,9 +40,9 @@ def _counters(pulls: np.ndarray, sums: np.ndarray) -> ArmCounters:
 
 
 def _thompson_run(seed: int, decisions: int = 3000, rebuild_every: int = 25) -> tuple[np.ndarray, np.ndarray]:
-    """Thompson sampling routed as the proxy routes (real snapshots, rebuilt as rewards arrive),
-    with the expected decisions booked as the recorder books them: each snapshot's allocation
-    times the decisions it made."""
+    """Thompson sampling routed as the proxy routes (real snapshots, rebuilt as rewards arrive,
+    each reusing its predecessor's estimate while that one still holds), with the expected
+    decisions booked as the recorder books them: each snapshot's allocation times its decisions."""
     rng = np.random.default_rng(seed)
     experiment = _experiment({"kind": "thompson"})
     pulls, sums = np.zeros(3), np.zeros(3)
@@ -56,10 +57,10 @@ def _thompson_run(seed: int, decisions: int = 3000, rebuild_every: int = 25) -> 
         pulls[arm] += 1
         sums[arm] += reward
         if (index + 1) % rebuild_every == 0:
-            expected += made * snapshot.own_allocation
+            expected += made * snapshot.allocation
             made = 0
             snapshot = Snapshot.build(experiment, _counters(pulls, sums), rng, Timeouts(2.0, 5.0), snapshot)
-    expected += made * snapshot.own_allocation
+    expected += made * snapshot.allocation
     return observed, expected
 
 
@@ -83,7 +84,7 @@ def test_the_recorder_books_each_snapshots_allocation_per_decision() -> None:
     recorder = DecisionRecorder(counters=None, flush_interval_s=1.0)  # type: ignore[arg-type]  # never flushed
     for _ in range(8):
         recorder.assigned(snapshot)
-    recorder._book_expected()
+    asyncio.run(recorder._book_expected())
     fields = recorder._pending["srm", "i1"].counter_fields()
     assert fields == {
         keys.expected_field("v1"): 2 * keys.EXPECTED_SCALE,

@@ -13,6 +13,7 @@ from bandit.cli.demo import EXPERIMENT, MODELS, SHADOW, demo_experiment
 from bandit.cli.manifest import POLICY_KINDS, ManifestError, load_manifest, load_manifests, parse_manifest
 from bandit.cli.plan import ABSENT, PATCHABLE_FIELDS, SPEC_FIELDS, FieldChange, PlanError, make_plan, patch_body
 from bandit.core.models import (
+    CanarySettings,
     Experiment,
     ExperimentSpec,
     RewardSpec,
@@ -66,11 +67,14 @@ def test_bounds_none_is_the_null_toml_cannot_write() -> None:
 
 def test_the_example_file_in_docs_is_valid_and_shows_each_style() -> None:
     specs = load_manifest(EXAMPLE).experiments
-    assert list(specs) == ["checkout-ranker", "search-blue-green", "pricing-model"]
+    assert list(specs) == ["checkout-ranker", "search-blue-green", "pricing-model", "ranker-canary"]
     assert [arm.shadow for arm in specs["checkout-ranker"].arms] == [False, False, False, True]
     assert isinstance(specs["search-blue-green"].policy, StaticSettings)
     assert specs["search-blue-green"].static_weights() == [1.0, 0.0]
     assert specs["pricing-model"].reward.bounds is None
+    canary = specs["ranker-canary"]
+    assert isinstance(canary.policy, CanarySettings) and canary.policy.steps == [1, 5, 25, 50, 100]
+    assert canary.guardrails is not None and canary.guardrails.max_p99_ms == 250
 
 
 def test_the_demo_builds_its_experiment_from_its_toml_file() -> None:

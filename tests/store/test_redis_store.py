@@ -60,6 +60,7 @@ async def test_every_key_of_an_experiment_is_in_its_hash_slot(redis: Redis) -> N
             keys.counters_hash("shop"),
             keys.latency_histogram("shop"),
             keys.flush_sequence("shop", batch.replica),
+            keys.audit_log("shop"),
         ]
     )
 
@@ -174,6 +175,7 @@ async def test_a_sequenced_reward_counts_once_in_a_batch_and_across_batches(redi
         [
             keys.config("shop"),
             keys.counters_hash("shop"),
+            keys.audit_log("shop"),
             keys.feedback_rewarded("shop", "0badc0ffee00", 0),
             keys.feedback_rewarded("shop", "another0000", 0),
         ]
