@@ -167,11 +167,17 @@ class DecisionRecorder:
     async def _flush_log(self) -> None:
         if self._decision_log is None or not self._logged:
             return
-        logged = self._logged
+        logged, self._logged, count, self._logged_count = self._logged, {}, self._logged_count, 0
         batches = [(name, settings, entries) for name, (settings, entries) in logged.items()]
-        await self._decision_log.append(batches, time.time_ns() // 1_000_000)
-        # Only once written: on an outage they wait for the next flush.
-        self._logged, self._logged_count = {}, 0
+        try:
+            await self._decision_log.append(batches, time.time_ns() // 1_000_000)
+        except StoreUnavailable:
+            # Not written (or not known to be): back in front of what was logged meanwhile, for the
+            # next flush; a batch written twice is joined once by decision id on export.
+            for name, (settings, entries) in self._logged.items():
+                logged.setdefault(name, (settings, []))[1].extend(entries)
+            self._logged, self._logged_count = logged, count + self._logged_count
+            raise
 
     def record_mirror_dropped(self, experiment: str, incarnation: str, arm: str) -> None:
         """Count one copy for a shadow arm that the full mirror queue turned away."""

@@ -40,7 +40,7 @@ def log_change(name: str, change: str, arm: str | None = None) -> None:
     log.info("experiment %s %s", name, change, extra=fields)
 
 
-def _revalidated(current: Experiment, changes: dict[str, Any]) -> Experiment:
+def revalidated(current: Experiment, changes: dict[str, Any]) -> Experiment:
     """`current` with `changes`, through every check of the model again.
 
     Decoded rather than `structs.replace`d: replace runs `__post_init__` too, but its ValueError
@@ -156,7 +156,7 @@ class ExperimentsController(Controller):
         }
 
         def apply(current: Experiment) -> Experiment:
-            changed = _with_rollout_state(current, _revalidated(current, changes))
+            changed = _with_rollout_state(current, revalidated(current, changes))
             promoted = changed.arm(changed.promoted_arm) if changed.promoted_arm is not None else None
             if changed.promoted_arm is not None and (promoted is None or promoted.shadow):
                 # The promoted arm is gone, or now only shadows: nothing to send all traffic to.

@@ -6,6 +6,7 @@ from litestar import Router
 from litestar.types import ControllerRouterHandler
 
 from bandit.api.auth import Guard, feedback_guard, metrics_guard
+from bandit.api.decision_log import evaluate, export_log
 from bandit.api.experiments import ExperimentsController
 from bandit.api.feedback import post_feedback
 from bandit.api.metrics import metrics_page
@@ -19,7 +20,7 @@ def api_routes(settings: Settings, admin: Guard) -> list[ControllerRouterHandler
     dashboard, the probes open."""
     open_feedback = settings.feedback_open and not settings.feedback_token
     return [
-        Router(path="/", guards=[admin], route_handlers=[ExperimentsController, rollback]),
+        Router(path="/", guards=[admin], route_handlers=[ExperimentsController, rollback, export_log, evaluate]),
         Router(
             path="/",
             # No guard at all while feedback is open: Litestar runs each guard on every request.

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bandit.cli.manifest import load_manifests
@@ -76,7 +77,7 @@ LIFECYCLE = {
     "rollback": "restore the settings before the last change (statistics are kept)",
     "reset": "forget all statistics; feedback for earlier decisions is refused from then on",
 }
-COMMANDS = frozenset({"apply", "list", "get", "stats", "delete", *LIFECYCLE})
+COMMANDS = frozenset({"apply", "list", "get", "stats", "delete", "export", *LIFECYCLE})
 _PAST = {"pause": "paused", "resume": "resumed", "promote": "promoted", "rollback": "rolled back", "reset": "reset"}
 
 Handler = Callable[["Client", argparse.Namespace], int]
@@ -128,6 +129,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         if name == "promote":
             parser.add_argument("arm", nargs="?", help="the arm; omitted, the idle colour of a blue/green split")
     verb("delete", "delete an experiment and its statistics").add_argument("name")
+    export = verb("export", "write an experiment's decision log as JSON lines (action, reward, propensity...)")
+    export.add_argument("name")
+    export.add_argument("-o", "--output", default="-", help="the file to write (default: standard output)")
+    export.add_argument("--since", type=float, default=0.0, help="unix time (s) of the oldest decision exported")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -315,7 +320,33 @@ def _delete(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_HANDLERS: dict[str, Handler] = {"apply": _apply, "list": _list, "get": _get, "stats": _stats, "delete": _delete}
+def _export(client: Client, args: argparse.Namespace) -> int:
+    """The decision log, line by line as it streams, to a file (written whole, or not at all) or stdout."""
+    lines = client.export_log(args.name, args.since)
+    if args.output == "-":
+        for line in lines:
+            print(line)
+        return EXIT_OK
+    target = Path(args.output)
+    partial = target.with_name(target.name + ".partial")
+    written = 0
+    with partial.open("w", encoding="utf-8") as sink:
+        for line in lines:
+            sink.write(line + "\n")
+            written += 1
+    partial.replace(target)
+    print(f"exported {written} decisions of {args.name} to {target}", file=sys.stderr)
+    return EXIT_OK
+
+
+_HANDLERS: dict[str, Handler] = {
+    "apply": _apply,
+    "list": _list,
+    "get": _get,
+    "stats": _stats,
+    "delete": _delete,
+    "export": _export,
+}
 
 
 # -- output ----------------------------------------------------------------------------------------

@@ -115,6 +115,10 @@ def stats(name: str) -> Call:
     return Call("GET", _experiment(name, "stats"))
 
 
+def decision_log_path(name: str) -> str:
+    return _experiment(name, "log")
+
+
 def management_answer(response: httpx.Response) -> Any:
     """The JSON a management call answered (None for 204), or ApiError for any refusal."""
     if not response.is_success:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -76,6 +76,22 @@ class Client:
 
     def stats(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._manage(calls.stats(name)))
+
+    def export_log(self, name: str, since: float = 0.0) -> Iterator[str]:
+        """The experiment's decision log from `since` (unix s) on, one JSON line per decision, as
+        the service streams it (fields: decision, time, arm, action, propensity, reward, unit,
+        policy_version; Open Bandit Pipeline reads action, reward and propensity as its pscore)."""
+        path = calls.decision_log_path(name)
+        try:
+            with self._pool().stream(
+                "GET", path, params={"since": since}, headers=self.endpoint.admin_headers
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    calls.management_answer(response)
+                yield from (line for line in response.iter_lines() if line)
+        except httpx.TransportError as error:
+            raise calls.unreachable(f"GET {path}", self.url, error) from error
 
     # -- data plane -----------------------------------------------------------------------------
     def invoke(

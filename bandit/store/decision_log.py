@@ -4,7 +4,7 @@ One stream per experiment (`mab:{name}:log`): a decision entry `k=d` carries its
 arm, propensity, settings version and unit; a reward entry `k=r` the decision id and reward,
 written once the feedback script counted it (so never twice). Decisions are appended by the
 recorder's flush; a flush sent again after a lost reply may append a decision twice, so
-readers join by decision id, which also joins rewards to decisions. Bounded by length (`XADD
+readers join by decision id, which also joins rewards to decisions (a reward may come first). Bounded by length (`XADD
 MAXLEN ~`) and age (`XTRIM MINID ~` at each append). The fields are short on purpose: at 10^5
 decisions per experiment every byte counts (BENCHMARKS.md measures them). A later decision
 can carry its request's context features in a field of its own (`x`), as contextual policies
@@ -25,6 +25,8 @@ from bandit.store.connection import StoreClient, as_bytes_hash, as_text, transla
 DECISION, REWARD = "d", "r"
 #: Entries read per XRANGE while exporting.
 READ_CHUNK = 2000
+#: How much later than its decision an entry may have been written, for `since` reads.
+FLUSH_LAG_MS = 300_000
 
 
 def sampled(decision: str, share: float) -> bool:
@@ -115,7 +117,10 @@ class DecisionLogStore:
         rows in chunks once every entry is read, since a reward comes after its decision.
         """
         rows: dict[str, LogRow] = {}
-        start = f"{max(0, since_ms)}-0"
+        rewards: dict[str, float] = {}
+        # Entries are stamped when flushed, after their decision (long after, if Redis was away):
+        # read from a while before and keep the decisions made since `since_ms`.
+        start = f"{max(0, since_ms - FLUSH_LAG_MS)}-0"
         stream = keys.decision_log(name)
         while True:
             with translate_redis_errors():
@@ -125,7 +130,7 @@ class DecisionLogStore:
                 decision = fields.get("d")
                 if decision is None:
                     continue
-                if fields.get("k") == DECISION and decision not in rows:
+                if fields.get("k") == DECISION and decision not in rows and int(fields.get("t", 0)) >= since_ms:
                     rows[decision] = LogRow(
                         decision=decision,
                         at_ms=int(fields.get("t", 0)),
@@ -134,12 +139,18 @@ class DecisionLogStore:
                         version=int(fields.get("v", 0)),
                         unit=fields.get("u"),
                     )
-                elif fields.get("k") == REWARD and decision in rows:
-                    rows[decision].reward = float(fields["r"])
+                elif fields.get("k") == REWARD:
+                    # A reward may be logged before its decision (the decision waits for the
+                    # recorder's flush, the reward is written when counted).
+                    rewards[decision] = float(fields["r"])
             if len(entries) < READ_CHUNK:
                 break
             last = as_text(entries[-1][0])
             start = f"({last}"
+        for decision, reward in rewards.items():
+            row = rows.get(decision)
+            if row is not None:
+                row.reward = reward
         ordered = list(rows.values())
         for offset in range(0, len(ordered), READ_CHUNK):
             yield ordered[offset : offset + READ_CHUNK]

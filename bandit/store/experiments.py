@@ -288,6 +288,7 @@ class ExperimentStore:
                 keys.audit_log(name),
                 keys.autopilot_lease(name),
                 keys.autopilot_verdict(name),
+                keys.decision_log(name),
             )
             deleted = await self._redis.delete(*_state_keys(name))
             await self._redis.srem(keys.EXPERIMENTS, name)
