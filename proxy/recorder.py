@@ -15,6 +15,7 @@ from typing import Any
 from bandit.core.errors import StoreUnavailable
 from bandit.core.latency_buckets import bucket_of
 from bandit.core.models import DecisionLogSettings
+from bandit.core.pending_conversions import age_slot
 from bandit.store import keys
 from bandit.store.counters import CounterStore, DecisionBatch, DecisionFlush
 from bandit.store.decision_log import DecisionLogStore, LoggedDecision
@@ -37,6 +38,8 @@ class _Pending:
     latencies: Counter[tuple[str, int]] = field(default_factory=Counter)
     # Thousandths of a decision each arm was expected to get (keys.EXPECTED_SCALE).
     expected: Counter[str] = field(default_factory=Counter)
+    # Conversion mode: (arm, age slot) -> decisions (bandit/core/pending_conversions.py).
+    age_slots: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     def update(self, other: _Pending) -> None:
         self.decisions.update(other.decisions)
@@ -44,6 +47,7 @@ class _Pending:
         self.mirror_dropped.update(other.mirror_dropped)
         self.latencies.update(other.latencies)
         self.expected.update(other.expected)
+        self.age_slots.update(other.age_slots)
 
     def counter_fields(self) -> dict[str, int]:
         """The counts as fields of the experiment's counters hash."""
@@ -51,6 +55,7 @@ class _Pending:
         fields.update((keys.errors_field(arm), n) for arm, n in self.errors.items())
         fields.update((keys.mirror_dropped_field(arm), n) for arm, n in self.mirror_dropped.items())
         fields.update((keys.expected_field(arm), n) for arm, n in self.expected.items() if n)
+        fields.update((keys.age_slot_field(arm, slot), n) for (arm, slot), n in self.age_slots.items())
         return fields
 
     def latency_fields(self) -> dict[str, int]:
@@ -96,6 +101,8 @@ class DecisionRecorder:
         # Told the experiments that served requests since the last flush (the registry keeps those fresh).
         self._on_counted = on_counted
         self._pending: dict[tuple[str, str], _Pending] = {}
+        # The feedback window of each experiment in conversion mode, as its snapshots last said.
+        self._conversion_windows: dict[str, float] = {}
         # id(snapshot) -> [snapshot, requests routed by it]: what its allocation promised, added up at flush.
         self._assigned: dict[int, list[Any]] = {}
         self._outbox: dict[tuple[str, str], list[_Batch]] = {}
@@ -144,6 +151,10 @@ class DecisionRecorder:
                 shares[index] = share
         for (snapshot, requests), share in zip(tallies, shares, strict=True):
             experiment = snapshot.experiment
+            if experiment.reward.mode == "conversion":
+                self._conversion_windows[experiment.name] = float(experiment.reward.window_s)
+            else:
+                self._conversion_windows.pop(experiment.name, None)
             pending = self._pending.get((experiment.name, experiment.incarnation))
             if pending is None:
                 pending = self._pending[(experiment.name, experiment.incarnation)] = _Pending()
@@ -151,6 +162,16 @@ class DecisionRecorder:
             for arm, value in zip(experiment.arms, share.tolist(), strict=True):
                 if value > 0:
                     pending.expected[arm.name] += round(requests * value * keys.EXPECTED_SCALE)
+
+    def _book_age_slots(self, now: float) -> None:
+        """Conversion mode: the decisions of this flush in the current age slot of their experiment."""
+        for (name, _incarnation), pending in self._pending.items():
+            window = self._conversion_windows.get(name)
+            if window is None:
+                continue
+            slot = age_slot(now, window)
+            for arm, count in pending.decisions.items():
+                pending.age_slots[arm, slot] += count
 
     def log_decision(self, settings: DecisionLogSettings, experiment: str, entry: LoggedDecision) -> None:
         """Keep a decision for the decision log until the next flush (past MAX_LOG_PENDING while Redis
@@ -195,6 +216,7 @@ class DecisionRecorder:
         if self._on_counted is not None and self._pending:
             self._on_counted({experiment for experiment, _incarnation in self._pending})
         await self._book_expected()
+        self._book_age_slots(time.time())
         self._move_pending_to_outbox()
         # The first batch of every experiment, all in one pipelined call; an experiment whose
         # first batch went through sends its second (counts made while the first was retried) next.

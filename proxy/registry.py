@@ -14,8 +14,7 @@ import numpy as np
 
 from bandit.core.errors import StoreUnavailable
 from bandit.core.models import Experiment
-from bandit.core.policy_adapter import policy_discount
-from bandit.store.counters import parse_counters
+from bandit.store.counters import experiment_counters
 from bandit.store.experiments import ExperimentStore, RoutingRecord, decode_experiment
 from proxy.clients.base import Timeouts
 from proxy.snapshot import Snapshot
@@ -199,7 +198,7 @@ class SnapshotRegistry:
             # Nothing changed since the last read (an idle experiment): keep its queue of choices.
             return
         experiment = decode_experiment(name, record.config)
-        counters = parse_counters(record.counters, [arm.name for arm in experiment.arms], policy_discount(experiment))
+        counters = experiment_counters(record.counters, experiment)
         snapshot = Snapshot.build(experiment, counters, self.rng, self.timeouts, previous=current)
         snapshot.source = source
         self.snapshots[name] = snapshot

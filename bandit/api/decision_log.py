@@ -26,8 +26,8 @@ from bandit.core import off_policy
 from bandit.core.errors import InvalidInput
 from bandit.core.models import Base, Experiment, PolicySettings
 from bandit.core.payloads import Estimate, Evaluation
-from bandit.core.policy_adapter import allocation, policy_discount, policy_statistics
-from bandit.store.counters import parse_counters
+from bandit.core.policy_adapter import allocation, policy_statistics
+from bandit.store.counters import experiment_counters
 from bandit.store.decision_log import DecisionLogStore, LogRow
 from bandit.store.experiments import ExperimentStore
 
@@ -42,7 +42,8 @@ class EvaluateRequest(Base):
     policy: PolicySettings
 
 
-def _row(row: LogRow, actions: dict[str, int]) -> dict[str, Any]:
+def export_row(row: LogRow, actions: dict[str, int]) -> dict[str, Any]:
+    """One exported line: the fields Open Bandit Pipeline reads (action, reward, propensity) and the rest."""
     return {
         "decision": row.decision,
         "time": row.at_ms / 1000,
@@ -76,7 +77,7 @@ async def export_log(
 
     async def lines() -> AsyncIterator[bytes]:
         for offset in range(0, len(rows), 1000):
-            yield b"".join(_encode(_row(row, actions)) + b"\n" for row in rows[offset : offset + 1000])
+            yield b"".join(_encode(export_row(row, actions)) + b"\n" for row in rows[offset : offset + 1000])
 
     return Stream(lines(), media_type="application/x-ndjson")
 
@@ -122,9 +123,7 @@ async def evaluate(
     candidate = revalidated(experiment, {"policy": data.policy})
     candidate = msgspec.structs.replace(candidate, status="running", promoted_arm=None, capped={})
     computed = await stats_memo.current(name)
-    counters = parse_counters(
-        computed.inputs.counters, [arm.name for arm in candidate.arms], policy_discount(candidate)
-    )
+    counters = experiment_counters(computed.inputs.counters, candidate)
     target = allocation(candidate, policy_statistics(candidate, counters), np.random.default_rng())
     logged, excluded = _evaluated(experiment, await _logged(decision_log, experiment, 0), time.time_ns() // 10**6)
     n = logged.actions.shape[0]

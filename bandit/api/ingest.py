@@ -11,6 +11,7 @@ from bandit.core.decision_ids import Decision, DecisionSigner
 from bandit.core.errors import ArmNotFound, ExpiredDecision, InvalidInput, MabError, StoreUnavailable
 from bandit.core.models import DecisionLogSettings, Experiment
 from bandit.core.payloads import FeedbackItem, FeedbackResult, RejectedItem
+from bandit.core.pending_conversions import delay_bucket
 from bandit.core.policy_adapter import observation_rules, reward_scale
 from bandit.store import keys
 from bandit.store.counters import CounterStore, FeedbackRecord
@@ -34,6 +35,7 @@ class _Rules:
     __slots__ = (
         "arms",
         "bounds",
+        "conversion",
         "experiment",
         "expires_after_s",
         "offset",
@@ -52,6 +54,8 @@ class _Rules:
         self.penalty = experiment.reward.latency_penalty
         self.offset, self.width = reward_scale(experiment)
         self.expires_after_s = self.window_s + MARKER_GRACE_S
+        # Conversion mode: each conversion's delay feeds the exposure of pending decisions.
+        self.conversion = experiment.reward.mode == "conversion"
 
 
 async def ingest(
@@ -126,6 +130,7 @@ async def ingest(
                 (reward - rules.offset) / rules.width,
                 issuer,
                 sequence,
+                delay_bucket((now_ms - issued_ms) / 1000) if rules.conversion else -1,
             )
         )
 

@@ -25,10 +25,10 @@ from bandit.core.canary import with_canary_status
 from bandit.core.errors import ExperimentNotFound, UnreadableExperiment
 from bandit.core.models import Experiment
 from bandit.core.payloads import AutopilotVerdict, ExperimentStats
-from bandit.core.policy_adapter import experiment_stats, policy_discount
+from bandit.core.policy_adapter import experiment_stats
 from bandit.core.ports import HealthView
 from bandit.store import keys
-from bandit.store.counters import parse_counters
+from bandit.store.counters import experiment_counters
 from bandit.store.experiments import decode_experiment
 from bandit.store.series import SeriesStore
 from bandit.store.stats_reads import StatsInputs, parse_latency_histograms
@@ -192,7 +192,7 @@ class StatsMemo:
 
 
 async def _compute(experiment: Experiment, inputs: StatsInputs, health: dict[str, str]) -> ExperimentStats:
-    counters = parse_counters(inputs.counters, [arm.name for arm in experiment.arms], policy_discount(experiment))
+    counters = experiment_counters(inputs.counters, experiment)
     verdict = decode_verdict(inputs.verdict)
     # Posterior summaries cost milliseconds to hundreds of them at many arms: off the event loop,
     # so invokes keep flowing while someone watches the stats.

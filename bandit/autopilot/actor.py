@@ -23,10 +23,10 @@ from bandit.api.stats import Computed, StatsMemo
 from bandit.autopilot.decide import decide, guardrail_figures, judged_span_s
 from bandit.core.errors import MabError
 from bandit.core.payloads import AuditEntry, AutopilotVerdict
-from bandit.core.policy_adapter import policy_discount, policy_statistics
+from bandit.core.policy_adapter import policy_statistics
 from bandit.core.ports import Routing
 from bandit.store.autopilot_state import AutopilotStore
-from bandit.store.counters import parse_counters
+from bandit.store.counters import experiment_counters
 from bandit.store.experiments import ExperimentStore, LeaseLost, SettingsMoved
 from bandit.store.series import SeriesStore
 
@@ -109,7 +109,7 @@ class Autopilot:
         experiment = entry.experiment
         figures = guardrail_figures(experiment, buckets, now, self.series.layout.bucket_s)
         arms = [arm.name for arm in experiment.arms]
-        counters = parse_counters(entry.inputs.counters, arms, policy_discount(experiment))
+        counters = experiment_counters(entry.inputs.counters, experiment)
         decisions = {arm: int(count) for arm, count in zip(arms, counters.decisions, strict=True)}
         action = decide(experiment, entry.stats, policy_statistics(experiment, counters), decisions, figures, now)
         version, done = experiment.version, None

@@ -28,3 +28,6 @@ class ArmCounters:
     changes: np.ndarray
     # Unix time of each arm's last detected change, 0 for none.
     last_change_at: np.ndarray
+    # Conversion mode: decisions weighted by the chance their conversion would be seen by now
+    # (bandit/core/pending_conversions.py); the decisions themselves otherwise.
+    exposure: np.ndarray | None = None

@@ -215,6 +215,11 @@ class RewardSpec(Base):
     # λ in reward = feedback − λ · latency_s, the latency being the proxy's own measurement
     # of the decision's request: trades accuracy against speed (pruned, quantised models).
     latency_penalty: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
+    # Conversion mode: a decision whose window is still open counts by the chance its conversion
+    # would be seen by now ("exposure", learned from the experiment's conversion delays), or as a
+    # failure until it converts ("failure", what releases before it did: biased low while
+    # conversions arrive).
+    pending: Literal["exposure", "failure"] = "exposure"
 
     def __post_init__(self) -> None:
         if self.bounds is not None:

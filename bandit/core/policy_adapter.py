@@ -155,11 +155,19 @@ def policy_statistics(experiment: Experiment, counters: ArmCounters) -> ArmStati
     """Per-arm statistics on the policy's scale, for every arm of the experiment; shapes (K,).
 
     Explicit mode counts the rewards received (discounted, and forgotten on a detected
-    change, as the policy's settings say); conversion mode counts every decision, a
+    change, as the policy's settings say); conversion mode counts every decision, one whose
+    window is still open by the chance its conversion would have been seen (its exposure), a
     decision with no conversion being a reward of 0. Bounded rewards are scaled to
     [0, 1] so one Beta model serves clicks, labels and ratings alike.
     """
-    pulls = counters.decisions if experiment.reward.mode == "conversion" else counters.policy_pulls
+    if experiment.reward.mode == "conversion":
+        # Pending decisions count by the chance their conversion would be seen by now (and
+        # never below the conversions counted): bandit/core/pending_conversions.py.
+        adjusted = counters.exposure is not None and experiment.reward.pending == "exposure"
+        exposed = counters.exposure if adjusted and counters.exposure is not None else counters.decisions
+        pulls = np.maximum(exposed, counters.rewards)
+    else:
+        pulls = counters.policy_pulls
     total, squares = counters.policy_sum, counters.policy_sq_sum
     if experiment.reward.bounds is not None:
         lower, width = reward_scale(experiment)

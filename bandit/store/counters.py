@@ -16,7 +16,9 @@ import numpy as np
 
 from bandit.core.counters import ArmCounters
 from bandit.core.errors import StoreUnavailable
-from bandit.core.policy_adapter import ObservationRules
+from bandit.core.models import Experiment
+from bandit.core.pending_conversions import exposure
+from bandit.core.policy_adapter import ObservationRules, policy_discount
 from bandit.store import keys
 from bandit.store.connection import StoreClient, as_bytes_hash, as_text, translate_redis_errors
 from bandit.store.durability import Durability, KeyConnections
@@ -40,6 +42,9 @@ class FeedbackRecord(NamedTuple):
     # one bit of that issuer's bitmap (keys.feedback_rewarded) instead of a key of its own.
     issuer: str | None = None
     sequence: int | None = None
+    # Conversion mode: the delay bucket of the time from decision to this conversion
+    # (bandit/core/pending_conversions.py); -1 in explicit mode.
+    delay_bucket: int = -1
 
 
 #: The feedback script's items argument (see record_feedback.lua).
@@ -72,8 +77,15 @@ class DecisionFlush:
     batch: DecisionBatch
 
 
-def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float = 1.0) -> ArmCounters:
-    """Counters of `arms` from the HGETALL of a counters hash, discounted statistics brought up to date."""
+def parse_counters(
+    raw: dict[bytes, bytes],
+    arms: Sequence[str],
+    discount: float = 1.0,
+    conversion_window_s: float | None = None,
+    now: float | None = None,
+) -> ArmCounters:
+    """Counters of `arms` from the HGETALL of a counters hash, discounted statistics brought up to
+    date; with `conversion_window_s`, the exposure of pending conversions as of `now` too."""
 
     def column(field: Callable[[str], str]) -> np.ndarray:
         return np.array([float(raw.get(field(arm).encode(), 0)) for arm in arms], dtype=np.float64)
@@ -104,6 +116,11 @@ def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float
         errors=column(keys.errors_field),
         mirror_dropped=column(keys.mirror_dropped_field),
         expected=column(keys.expected_field) / keys.EXPECTED_SCALE,
+        exposure=(
+            None
+            if conversion_window_s is None
+            else _exposure(raw, arms, column(keys.decisions_field), conversion_window_s, now)
+        ),
         policy_pulls=policy[0],
         policy_sum=policy[1],
         policy_sq_sum=policy[2],
@@ -111,6 +128,29 @@ def parse_counters(raw: dict[bytes, bytes], arms: Sequence[str], discount: float
         changes=column(keys.changes_field),
         last_change_at=column(keys.last_change_field),
     )
+
+
+def _exposure(
+    raw: dict[bytes, bytes], arms: Sequence[str], decisions: np.ndarray, window_s: float, now: float | None
+) -> np.ndarray:
+    """Decisions weighted by F(age), from the `ca:` age slots and the `dl:` delay histogram."""
+    index = {arm: i for i, arm in enumerate(arms)}
+    slots: list[dict[int, float]] = [{} for _ in arms]
+    delays: dict[int, float] = {}
+    for field, value in raw.items():
+        if field.startswith(b"ca:"):
+            arm, _, slot = field[3:].decode().rpartition(":")
+            if arm in index:
+                slots[index[arm]][int(slot)] = float(value)
+        elif field.startswith(b"dl:"):
+            delays[int(field[3:])] = float(value)
+    return exposure(decisions, slots, delays, window_s, time.time() if now is None else now)
+
+
+def experiment_counters(raw: dict[bytes, bytes], experiment: Experiment, now: float | None = None) -> ArmCounters:
+    """`parse_counters` with everything the experiment's settings say about reading them."""
+    window = float(experiment.reward.window_s) if experiment.reward.mode == "conversion" else None
+    return parse_counters(raw, [arm.name for arm in experiment.arms], policy_discount(experiment), window, now)
 
 
 def rules_script_args(rules: ObservationRules, now_s: int) -> list[str | int]:
@@ -182,7 +222,7 @@ class CounterStore:
         key_index: dict[str | tuple[str, int], int] = {}
         arm_index: dict[str, int] = {}
         fields: list[float | int] = []
-        for arm, marker, reward, expires_at, scaled_reward, issuer, sequence in records:
+        for arm, marker, reward, expires_at, scaled_reward, issuer, sequence, _delay in records:
             if issuer is None or sequence is None:
                 offset = -1
                 index = key_index.get(marker)
@@ -205,6 +245,9 @@ class CounterStore:
             series_expiry,
             _encode_items((list(arm_index), fields)),
         ]
+        delays = [record.delay_bucket for record in records]
+        if any(delay >= 0 for delay in delays):
+            args.append(_encode_items(delays))
         all_keys = script_keys + series_keys
 
         async def write(client: StoreClient) -> list[int]:

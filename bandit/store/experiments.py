@@ -94,6 +94,11 @@ def _audit_json(entry: AuditEntry | None, version: int) -> bytes | str:
     return "" if entry is None else _encode(msgspec.structs.replace(entry, version=version))
 
 
+def _logged_as(entry: AuditEntry) -> Describe:
+    """A `Describe` that logs `entry` whatever the change wrote."""
+    return lambda _updated: entry
+
+
 def new_incarnation() -> str:
     return secrets.token_hex(4)
 
@@ -190,7 +195,7 @@ class ExperimentStore:
         """An automatic change, made only if the settings are still those `judged` and `lease` still
         holds the experiment's lease (SettingsMoved, LeaseLost otherwise): once, on fresh data."""
         changed = msgspec.structs.replace(changed, changed_by=entry.actor)
-        outcome, updated = await self._write(judged, changed, False, lambda _: entry, lease=lease)
+        outcome, updated = await self._write(judged, changed, False, _logged_as(entry), lease=lease)
         if outcome == 0:
             raise SettingsMoved(judged.name)
         if outcome == -2:
@@ -198,14 +203,24 @@ class ExperimentStore:
         return updated
 
     async def _write(
-        self, current: Experiment, changed: Experiment, reset_statistics: bool, describe: Describe | None, lease: str
+        self,
+        current: Experiment,
+        changed: Experiment,
+        reset_statistics: bool,
+        describe: Describe | None,
+        lease: str,
+        history: str | None = None,
     ) -> tuple[int, Experiment]:
+        """Write `changed` over `current` if it is still at its version (update_experiment.lua):
+        the script's outcome and what was written. `history`: "pop" for a rollback, else the
+        replaced settings are pushed when they differ."""
         name = current.name
         incarnation = new_incarnation() if reset_statistics else current.incarnation
         updated = msgspec.structs.replace(
             changed, version=current.version + 1, updated_at=time.time(), incarnation=incarnation
         )
-        history = "push" if _settings_of(changed) != _settings_of(current) else "keep"
+        if history is None:
+            history = "push" if _settings_of(changed) != _settings_of(current) else "keep"
         entry = describe(updated) if describe is not None else None
         with translate_redis_errors():
             outcome = await self._scripts.update_experiment(
@@ -243,42 +258,19 @@ class ExperimentStore:
             previous = decode_experiment(name, raw_previous)
             held = current.autopilot_held or current.changed_by != "operator"
             restored = msgspec.structs.replace(
-                previous,
-                version=current.version + 1,
-                updated_at=time.time(),
-                incarnation=current.incarnation,
-                autopilot_held=held and previous.automated(),
-                changed_by="operator",
+                previous, autopilot_held=held and previous.automated(), changed_by="operator"
             )
-            undone = f"version {current.version}" + (
-                "" if current.changed_by == "operator" else f" by {current.changed_by}"
-            )
+            author = "" if current.changed_by == "operator" else f" by {current.changed_by}"
+            hold = "; automatic actions held until resumed" if restored.autopilot_held else ""
             entry = AuditEntry(
                 at=time.time(),
                 actor="operator",
                 action="rolled_back",
-                reason=f"the change to {undone} undone"
-                + ("; automatic actions held until resumed" if restored.autopilot_held else ""),
+                reason=f"the change to version {current.version}{author} undone{hold}",
             )
-            with translate_redis_errors():
-                outcome = await self._scripts.update_experiment(
-                    keys=_update_keys(name),
-                    args=[
-                        str(current.version),
-                        _encode(restored),
-                        "",
-                        "pop",
-                        CONFIG_HISTORY_KEPT,
-                        _audit_json(entry, restored.version),
-                        AUDIT_ENTRIES_KEPT,
-                        "",
-                    ],
-                )
-                if outcome == -1:
-                    raise ExperimentNotFound(name)
-                if outcome == 1:
-                    await self._redis.publish(keys.CHANGES_CHANNEL, name)
-                    return restored
+            outcome, written = await self._write(current, restored, False, _logged_as(entry), lease="", history="pop")
+            if outcome == 1:
+                return written
         raise ConcurrentUpdate(detail=f"experiment {name!r} kept changing during the rollback; retry")
 
     async def delete(self, name: str) -> None:

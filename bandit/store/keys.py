@@ -146,6 +146,9 @@ ARM_FIELD_PREFIXES: dict[str, str] = {
     "e:": "requests that failed (the recorder's flush)",
     "md:": "copies for a shadow arm dropped because the mirror queue was full (the recorder's flush)",
     "x:": "decisions expected by the policy's announced allocation, in thousandths (the recorder's flush)",
+    "ca:": "conversion mode: decisions per age slot, `ca:<arm>:<slot>` (the recorder's flush)",
+    "cc:": "conversion mode: the age slot below which the arm's `ca:` fields are deleted (the decisions script)",
+    "dl:": "conversion mode: conversions per delay bucket, `dl:<bucket>`, not per arm (feedback script)",
     "n:": "rewards counted, all time (feedback script)",
     "s:": "sum of rewards, all time (feedback script)",
     "q:": "sum of squared rewards, all time (feedback script)",
@@ -178,6 +181,18 @@ def mirror_dropped_field(arm: str) -> str:
 
 def expected_field(arm: str) -> str:
     return f"x:{arm}"
+
+
+def age_slot_field(arm: str, slot: int) -> str:
+    return f"ca:{arm}:{slot}"
+
+
+def age_cleaned_field(arm: str) -> str:
+    return f"cc:{arm}"
+
+
+def delay_field(bucket: int) -> str:
+    return f"dl:{bucket}"
 
 
 #: `expected_field` counts thousandths of a decision: integers, so HINCRBY adds them exactly.

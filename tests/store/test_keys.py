@@ -82,5 +82,9 @@ def test_every_key_of_an_experiment_carries_its_hash_tag() -> None:
         keys.series("x", "inc", 1),
         keys.config_history("x"),
         keys.feedback_seen("x", "nonce"),
+        keys.audit_log("x"),
+        keys.autopilot_lease("x"),
+        keys.autopilot_verdict("x"),
+        keys.decision_log("x"),
     ]
     assert all(key.startswith("mab:{x}:") for key in experiment_keys)

@@ -260,3 +260,31 @@ async def test_a_bitmap_goes_as_a_whole_at_its_expiry(redis: Redis) -> None:
     assert await redis.ttl(bitmap) in (0, 1)
     await asyncio.sleep(2.1)
     assert await redis.exists(bitmap) == 0
+
+
+async def test_age_slots_of_pending_conversions_are_kept_40_slots_and_no_longer(redis: Redis) -> None:
+    store = RedisStore(redis)
+    incarnation = (await store.experiments.create(SPEC)).incarnation
+    sequence = itertools.count(1)
+
+    async def flush(slot: int, arm: str = "a") -> None:
+        fields = {keys.decisions_field(arm): 1, keys.age_slot_field(arm, slot): 1}
+        await store.counters.record_decisions("shop", incarnation, fields, {}, DecisionBatch("r1", next(sequence)))
+
+    async def slots(arm: str = "a") -> list[int]:
+        counters = await redis.hgetall(keys.counters_hash("shop"))
+        prefix = f"ca:{arm}:".encode()
+        return sorted(int(field[len(prefix) :]) for field in counters if field.startswith(prefix))
+
+    for slot in range(100, 130):
+        await flush(slot)
+    assert await slots() == list(range(100, 130))
+    await flush(150)  # slots below 110 are past any window: gone
+    assert await slots() == [*range(110, 130), 150]
+    await flush(1000)  # after a long pause every older slot goes, however far back
+    assert await slots() == [1000]
+    await flush(1000, arm="b")  # each arm on its own
+    assert await slots("b") == [1000] and await slots() == [1000]
+    history = await redis.keys("mab:{shop}:series:*")
+    for key in history:  # the history buckets hold no age slots
+        assert not any(field.startswith(b"ca:") for field in await redis.hkeys(key))

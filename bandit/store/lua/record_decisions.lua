@@ -21,11 +21,34 @@ redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 local series = KEYS[4]
 local stats_pairs = tonumber(ARGV[5])
 local last_stats = 5 + 2 * stats_pairs
+-- Age slots of conversion-mode decisions (ca:<arm>:<slot>) older than this many slots are
+-- deleted: a slot is a 32nd of the feedback window (bandit/core/pending_conversions.py), so
+-- these are well past it.
+local AGE_SLOTS_KEPT = 40
 for i = 6, last_stats, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-  -- Expected decisions (x:) serve the sample-ratio check over the whole run: not in the history.
-  if series and string.sub(ARGV[i], 1, 2) ~= 'x:' then
-    redis.call('HINCRBY', series, ARGV[i], ARGV[i + 1])
+  local field = ARGV[i]
+  redis.call('HINCRBY', KEYS[1], field, ARGV[i + 1])
+  local prefix = string.sub(field, 1, 3)
+  -- Expected decisions (x:) serve the sample-ratio check over the whole run, age slots (ca:)
+  -- the pending conversions: neither goes into the history.
+  if series and string.sub(field, 1, 2) ~= 'x:' and prefix ~= 'ca:' then
+    redis.call('HINCRBY', series, field, ARGV[i + 1])
+  end
+  if prefix == 'ca:' then
+    local arm, slot = string.match(field, '^ca:(.+):(%d+)$')
+    local bound = tonumber(slot) - AGE_SLOTS_KEPT
+    local cleaned = tonumber(redis.call('HGET', KEYS[1], 'cc:' .. arm) or bound)
+    if cleaned < bound then
+      -- Slots below `cleaned` are gone already; those left lie within AGE_SLOTS_KEPT above it.
+      local stale = {}
+      for old = cleaned, math.min(bound - 1, cleaned + AGE_SLOTS_KEPT) do
+        stale[#stale + 1] = string.format('ca:%s:%d', arm, old)
+      end
+      redis.call('HDEL', KEYS[1], unpack(stale))
+    end
+    if cleaned <= bound then
+      redis.call('HSET', KEYS[1], 'cc:' .. arm, bound)
+    end
   end
 end
 for i = last_stats + 1, #ARGV, 2 do

@@ -10,6 +10,8 @@
 -- ARGV[6..8] = gradient step size ("" = off), momentum, baseline (1|0)
 -- ARGV[9] = now (unix s), ARGV[10] = number m of serving arms, ARGV[11 .. 10 + m] = their names
 -- ARGV[11 + m] = unix time the series bucket expires at, "" when there is no series key
+-- ARGV[13 + m] (optional, conversion mode) = one JSON array of each item's conversion-delay
+-- bucket (-1: none): a counted conversion adds 1 to `dl:<bucket>` (pending_conversions.py)
 -- ARGV[12 + m] = the items, one JSON array [arms, fields]: `arms` the names of the batch's arms,
 -- `fields` 6 numbers per item: its arm (index into arms, from 1), reward, reward on the policy
 -- scale, the unix time the decision's feedback window ends (marker expiry), the KEYS index of
@@ -93,6 +95,25 @@ for _, key_index in ipairs(bitmaps) do
     for p = first, last do
       fresh[positions[p]] = old[p - first + 1] == 0
     end
+  end
+end
+
+-- Conversion delays of the items counted, for the exposure of pending decisions.
+local delay_argument = ARGV[13 + serving_count]
+if delay_argument then
+  local delays, per_bucket, buckets = cjson.decode(delay_argument), {}, {}
+  for i = 1, items do
+    local bucket = delays[i]
+    if fresh[i] and bucket >= 0 then
+      if not per_bucket[bucket] then
+        per_bucket[bucket] = 0
+        buckets[#buckets + 1] = bucket
+      end
+      per_bucket[bucket] = per_bucket[bucket] + 1
+    end
+  end
+  for _, bucket in ipairs(buckets) do
+    redis.call('HINCRBY', stats, 'dl:' .. string.format('%d', bucket), per_bucket[bucket])
   end
 end
 
