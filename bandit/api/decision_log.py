@@ -67,7 +67,7 @@ async def export_log(
     name: ExperimentName,
     experiments: ExperimentStore,
     decision_log: DecisionLogStore,
-    since: Annotated[float, Parameter(ge=0, description="unix time (s) of the oldest decision exported")] = 0.0,
+    since: Annotated[float, Parameter(ge=0, le=1e11, description="unix time (s) of the oldest decision")] = 0.0,
 ) -> Stream:
     """The logged decisions from `since` on, oldest first, as JSON lines (`application/x-ndjson`),
     each with its reward once counted (null before)."""
