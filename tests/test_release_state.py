@@ -86,9 +86,30 @@ def _with_urls(raw: bytes, urls: dict[str, str]) -> bytes:
     return json.dumps(experiment, separators=(",", ":")).encode()
 
 
+#: What later releases added to an experiment's body, each at the value a recorded config reads
+#: as: the contract only grows (issues 15 and 16).
+ADDED_FIELDS: dict[str, Any] = {
+    "guardrails": None,
+    "log": None,
+    "capped": {},
+    "canary": None,
+    "judged_since": {},
+    "autopilot_held": False,
+    "changed_by": "operator",
+}
+ADDED_STOPPING_FIELDS: dict[str, Any] = {"action": "report"}
+ADDED_REWARD_FIELDS: dict[str, Any] = {"pending": "exposure"}
+
+
 def _relocated(config: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
-    """A recorded GET body with the URLs the restored configs got."""
-    return {**config, "arms": [{**arm, "url": urls[arm["name"]]} for arm in config["arms"]]}
+    """A recorded GET body with the URLs the restored configs got, and the fields added since."""
+    return {
+        **ADDED_FIELDS,
+        **config,
+        "arms": [{**arm, "url": urls[arm["name"]]} for arm in config["arms"]],
+        "stopping": {**config["stopping"], **ADDED_STOPPING_FIELDS},
+        "reward": {**config["reward"], **ADDED_REWARD_FIELDS},
+    }
 
 
 def load_state(client: sync_redis.Redis, urls: dict[str, str]) -> tuple[dict[str, dict[str, Any]], list[str]]:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bandit.cli.local_redis import start_redis
 from loadtest.faults.rig import ModelProcess
 from loadtest.traffic import Tally, run_traffic
 from tests.servers import ADMIN_TOKEN, ServiceProcess, wait_until
@@ -33,9 +34,19 @@ def faulty() -> Iterator[ModelProcess]:
 
 
 @pytest.fixture(scope="module")
-def pair(clean_test_db: str, faulty: ModelProcess) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    first = ServiceProcess(clean_test_db, **FAST_AUTOPILOT).start()
-    second = ServiceProcess(clean_test_db, **FAST_AUTOPILOT).start()
+def autopilot_redis() -> Iterator[str]:
+    """A redis-server of these tests' own: a replica acts on every experiment in its Redis, and the
+    session's shared service, with other history buckets, would otherwise take their leases."""
+    process, url = start_redis()
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def pair(autopilot_redis: str, faulty: ModelProcess) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    first = ServiceProcess(autopilot_redis, **FAST_AUTOPILOT).start()
+    second = ServiceProcess(autopilot_redis, **FAST_AUTOPILOT).start()
     yield first, second
     first.stop()
     second.stop()

@@ -27,6 +27,7 @@ const mab = (() => {
       minimumFractionDigits: digits, maximumFractionDigits: digits,
     });
   const percent = (value, digits = 1) => (value === null || value === undefined ? "–" : `${(100 * value).toFixed(digits)} %`);
+  const significant = (value) => (value === null || value === undefined ? "–" : Number(value).toPrecision(4));
   const pValue = (p) => (p === null || p === undefined ? "–" : p < 0.001 ? p.toExponential(1) : p.toFixed(3));
 
   function cell(row, text, className) {
@@ -90,6 +91,7 @@ const mab = (() => {
     const base = `/api/experiments/${encodeURIComponent(name)}`;
 
     setUpControls(name, base, state);
+    setUpWhatIf(base);
     followAudit(`/dashboard/data/experiments/${encodeURIComponent(name)}/audit`);
 
     follow(`${base}/events`, {
@@ -395,9 +397,7 @@ const mab = (() => {
     token.addEventListener("change", () => sessionStorage.setItem("mab-admin-token", token.value.trim()));
 
     async function call(method, path, body, done) {
-      const headers = { "Content-Type": "application/json" };
-      const secret = token.value.trim();
-      if (secret) headers.Authorization = `Bearer ${secret}`;
+      const headers = adminHeaders();
       const message = $("control-message");
       try {
         const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -427,6 +427,94 @@ const mab = (() => {
       const weights = arms.map((arm) => (arm.shadow ? 0 : Number($(`weight-${arm.name}`).value) || 0));
       call("PATCH", base, { policy: { kind: "static", weights } }, () => `static weights set: ${weights.join(" / ")}`);
     });
+  }
+
+  // The management API's headers, with the admin token typed into the page if any.
+  function adminHeaders() {
+    const headers = { "Content-Type": "application/json" };
+    const secret = $("token").value.trim();
+    if (secret) headers.Authorization = `Bearer ${secret}`;
+    return headers;
+  }
+
+  // ---------------------------------------------------------------- what if
+  // Another policy's mean reward, estimated by the service on the experiment's decision log
+  // (POST {base}/evaluate with the admin token), beside the logging policy's observed mean.
+  const ESTIMATES = [
+    ["logged_mean", "logged policy (observed)"],
+    ["ips", "IPS"],
+    ["snips", "self-normalised IPS"],
+    ["doubly_robust", "doubly robust"],
+  ];
+
+  function setUpWhatIf(base) {
+    $("what-if-form").addEventListener("submit", (event) => event.preventDefault());
+    const kind = $("what-if-kind");
+    const showInputs = () => {
+      $("what-if-weights").closest("label").hidden = kind.value !== "static";
+      $("what-if-epsilon").closest("label").hidden = kind.value !== "epsilon_greedy";
+    };
+    kind.addEventListener("change", showInputs);
+    showInputs();
+
+    const message = $("what-if-message");
+    const say = (text, className) => {
+      message.textContent = text;
+      message.className = className;
+    };
+    $("what-if-run").addEventListener("click", async () => {
+      const body = $("what-if-result");
+      body.replaceChildren();
+      const policy = whatIfPolicy(kind.value);
+      if (typeof policy === "string") {
+        say(policy, "refused");
+        return;
+      }
+      say("estimating…", "muted");
+      const run = $("what-if-run");
+      run.disabled = true;  // one estimate at a time: no older answer lands after a newer one
+      try {
+        const response = await fetch(`${base}/evaluate`, { method: "POST", headers: adminHeaders(), body: JSON.stringify({ policy }) });
+        const reply = await response.json().catch(() => ({}));
+        if (!response.ok) {
+          say(`refused (${response.status}): ${reply.detail || response.statusText}`, "refused");
+          return;
+        }
+        for (const [key, label] of ESTIMATES) {
+          const estimate = reply[key];
+          const row = body.insertRow();
+          row.dataset.estimate = key;
+          cell(row, label);
+          cell(row, significant(estimate.value), "number");
+          cell(row, `[${significant(estimate.lower)}, ${significant(estimate.upper)}]`);
+        }
+        const shares = Object.entries(reply.candidate_allocation).map(([arm, share]) => `${arm} ${percent(share)}`);
+        const excluded = reply.excluded ? `; ${number(reply.excluded)} logged decisions left out` : "";
+        say(`on ${number(reply.decisions)} decisions, effective sample size ${number(reply.effective_sample_size, 1)}, candidate shares: ${shares.join(", ")}${excluded}`, "done");
+      } catch (error) {
+        say(`failed: ${error.message}`, "refused");
+      } finally {
+        run.disabled = false;
+      }
+    });
+  }
+
+  // The candidate policy from the form, or what is wrong with it.
+  function whatIfPolicy(kind) {
+    if (kind === "static") {
+      const parts = $("what-if-weights").value.split(",").map((part) => part.trim());
+      const weights = parts.map(Number);
+      if (parts.some((part) => part === "") || weights.some((weight) => !Number.isFinite(weight) || weight < 0)) {
+        return "weights: comma-separated numbers, one per arm (e.g. 0,0,1)";
+      }
+      return { kind, weights };
+    }
+    if (kind === "epsilon_greedy") {
+      const epsilon = $("what-if-epsilon").valueAsNumber;
+      if (!(epsilon >= 0 && epsilon <= 1)) return "epsilon: a number from 0 to 1";
+      return { kind, epsilon };
+    }
+    return { kind };
   }
 
   // The promote list and weight inputs are rebuilt only when the arms change, never mid-edit.
