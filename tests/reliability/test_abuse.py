@@ -87,8 +87,9 @@ class HonestClient:
     failures: Counter[int] = field(default_factory=Counter)
     # The arms that served it.
     arms: Counter[str] = field(default_factory=Counter)
-    # Set once it has made MIN_HONEST_REQUESTS.
+    # Set once it has made MIN_HONEST_REQUESTS, and been served by `every_arm` arms if given.
     enough: asyncio.Event = field(default_factory=asyncio.Event)
+    every_arm: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(timeout=30) as client:
@@ -96,12 +97,12 @@ class HonestClient:
                 started = time.perf_counter()
                 response = await client.post(self.url, json={"features": [1]})
                 self.latencies.append(time.perf_counter() - started)
-                if len(self.latencies) >= MIN_HONEST_REQUESTS:
-                    self.enough.set()
                 if response.status_code != 200:
                     self.failures[response.status_code] += 1
                 else:
                     self.arms[response.headers["X-Bandit-Arm"]] += 1
+                if len(self.latencies) >= MIN_HONEST_REQUESTS and len(self.arms) >= self.every_arm:
+                    self.enough.set()
                 await asyncio.sleep(0.02)
 
     def report(self, attack: str) -> str:
@@ -123,8 +124,11 @@ class HonestClient:
 
 
 @contextlib.asynccontextmanager
-async def honest_traffic(service: ServiceProcess, experiment: str) -> AsyncIterator[HonestClient]:
-    honest = HonestClient(f"{service.url}/invoke/{experiment}/predict")
+async def honest_traffic(service: ServiceProcess, experiment: str, every_arm: int = 0) -> AsyncIterator[HonestClient]:
+    """An honest client during the block; at its end it goes on (up to 5 s) until it has made
+    MIN_HONEST_REQUESTS and, with `every_arm`, been served by that many arms: ten requests of a
+    three-arm split miss an arm one time in a hundred or so."""
+    honest = HonestClient(f"{service.url}/invoke/{experiment}/predict", every_arm=every_arm)
     stop = asyncio.Event()
     task = asyncio.create_task(honest.run(stop))
     try:
@@ -302,7 +306,7 @@ async def test_e_crafted_failures_eject_no_arm(
     what they count is kept apart per experiment."""
     attacked, honest = two_experiments
     async with httpx.AsyncClient(timeout=30) as client:
-        async with honest_traffic(hardened, honest) as honest_client:
+        async with honest_traffic(hardened, honest, every_arm=len(models.urls)) as honest_client:
             crlf = await client.post(f"{hardened.url}/invoke/{attacked}/predict%0d%0aX:%20y", json={})
             # All 19 on one arm (a sticky unit pins them): one fewer than the rate rule's minimum volume.
             pinned = {"X-Bandit-Unit": "attacker"}
